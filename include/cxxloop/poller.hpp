@@ -1,0 +1,56 @@
+// poller.hpp: the readiness multiplexer interface, one implementation per OS mechanism.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace cxxloop {
+
+/// Interest and event bits. Pollers report kError/kHangup folded into readable and
+/// writable as the OS does (an fd in error is both), so callers only test the two.
+enum : uint32_t {
+    kReadable = 1u << 0,
+    kWritable = 1u << 1,
+};
+
+/// One readiness report: `events` is a mask of kReadable | kWritable.
+struct PollEvent {
+    int fd;
+    uint32_t events;
+};
+
+/// Level-triggered readiness multiplexer. Events may be spurious; callers must cope
+/// with EAGAIN. All methods return a default-constructed error_code on success.
+class Poller {
+public:
+    virtual ~Poller() = default;
+    /// Starts watching `fd` for `interest` (non-zero); fails with EEXIST if watched.
+    virtual std::error_code add(int fd, uint32_t interest) = 0;
+    /// Changes the interest of a watched fd (non-zero).
+    virtual std::error_code modify(int fd, uint32_t interest) = 0;
+    /// Stops watching `fd`. An fd already closed is not an error (EBADF is ignored).
+    virtual std::error_code remove(int fd) = 0;
+    /// Waits up to `timeout_ns` (negative: forever, 0: poll) and appends what is ready
+    /// to `out` (which the caller has cleared). EINTR is returned, not retried, so the
+    /// caller can run signal handlers.
+    virtual std::error_code wait(int64_t timeout_ns, std::vector<PollEvent>& out) = 0;
+    /// Re-creates kernel state after fork() in the child. The watched set is kept.
+    virtual std::error_code after_fork() = 0;
+    /// The backend's name: "epoll", "poll", "select", ...
+    virtual std::string_view name() const noexcept = 0;
+};
+
+/// Creates a poller. `name` is "epoll", "poll", "select", or empty for the default:
+/// the CXXLOOP_POLLER environment variable if set, else the best the platform has.
+/// Throws std::system_error if the kernel object cannot be created and
+/// std::invalid_argument for an unknown name.
+std::unique_ptr<Poller> make_poller(std::string_view name = {});
+
+std::unique_ptr<Poller> make_epoll_poller();   ///< Linux epoll(7).
+std::unique_ptr<Poller> make_poll_poller();    ///< POSIX poll(2), any fd number.
+std::unique_ptr<Poller> make_select_poller();  ///< select(2); fds must be < FD_SETSIZE.
+
+}  // namespace cxxloop

@@ -1,0 +1,299 @@
+"""cxxloop.Loop: the asyncio event loop over the C++ engine in cxxloop._core.
+
+The hot paths (call_soon, timers, the run loop, fd watching) are C++. What is not
+hot and is pure asyncio policy -- exception-handler formatting, run_until_complete,
+executors, async-generator hooks -- is taken from the running interpreter's own
+asyncio.base_events.BaseEventLoop, so it behaves exactly as that Python's stock
+loop does. Methods that later work will provide raise NotImplementedError.
+"""
+
+import asyncio
+import collections
+import selectors
+import sys
+import threading
+import time
+import warnings
+import weakref
+
+from asyncio import base_events, coroutines, events, format_helpers
+
+from . import _core
+
+__all__ = ("Loop", "SelectorEventLoop")
+
+_Base = base_events.BaseEventLoop
+
+
+def _borrow(name):
+    """The running interpreter's implementation of BaseEventLoop.<name>."""
+    return _Base.__dict__[name]
+
+
+def _format_callback_source(callback, args, debug):
+    try:
+        return format_helpers._format_callback_source(callback, args, debug=debug)
+    except TypeError:  # Python 3.11 has no debug parameter.
+        return format_helpers._format_callback_source(callback, args)
+
+
+def _report_callback_error(handle, exc):
+    """What asyncio's Handle._run does with an exception from a callback."""
+    loop = handle._loop
+    cb = _format_callback_source(handle._callback, handle._args, loop.get_debug())
+    context = {
+        "message": f"Exception in callback {cb}",
+        "exception": exc,
+        "handle": handle,
+    }
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    loop.call_exception_handler(context)
+
+
+def _extract_stack():
+    # Frame 1 is the Python code that called into the engine (call_soon, ...).
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
+_core._set_hooks(_report_callback_error, _extract_stack)
+
+
+def _not_implemented(name, issue):
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(
+            f"cxxloop does not implement loop.{name}() yet ({issue}); "
+            f"see the compatibility table in cxxloop's README")
+
+    method.__name__ = name
+    method.__qualname__ = f"Loop.{name}"
+    return method
+
+
+class Loop(_core.Loop, asyncio.AbstractEventLoop):
+    """An asyncio event loop whose engine is written in C++.
+
+    ``poller`` picks the readiness backend: "epoll", "poll" or "select"; None takes
+    the CXXLOOP_POLLER environment variable, else the best the platform has.
+    """
+
+    def __init__(self, *, poller=None):
+        self._init_core(poller)
+        self._thread_id = None
+        self._clock_resolution = time.get_clock_info("monotonic").resolution
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        self._exception_handler = None
+        self._current_handle = None
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._old_agen_hooks = None
+        self._transports = weakref.WeakValueDictionary()
+        self.set_debug(coroutines._is_debug_mode())
+
+    def __repr__(self):
+        return (f"<{self.__class__.__name__} running={self.is_running()} "
+                f"closed={self.is_closed()} debug={self.get_debug()}>")
+
+    @property
+    def _closed(self):
+        return self.is_closed()
+
+    # --- running and stopping ---------------------------------------------------------
+
+    def _run_forever_setup(self):
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        self._old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                               finalizer=self._asyncgen_finalizer_hook)
+        events._set_running_loop(self)
+
+    def _run_forever_cleanup(self):
+        self._stopping = False
+        self._thread_id = None
+        events._set_running_loop(None)
+        self._set_coroutine_origin_tracking(False)
+        if self._old_agen_hooks is not None:
+            sys.set_asyncgen_hooks(*self._old_agen_hooks)
+            self._old_agen_hooks = None
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        try:
+            self._run_forever_setup()
+            self._run_forever_core()
+        finally:
+            self._run_forever_cleanup()
+
+    run_until_complete = _borrow("run_until_complete")
+    is_running = _borrow("is_running")
+    _check_closed = _borrow("_check_closed")
+    _check_running = _borrow("_check_running")
+    __del__ = _borrow("__del__")
+
+    def close(self):
+        """Close the loop: drop pending callbacks, release the engine, shut down the
+        default executor without waiting. The loop must not be running."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self._debug:
+            base_events.logger.debug("Close %r", self)
+        self._close_core()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    # --- async generators and executors ---------------------------------------------------
+
+    _asyncgen_finalizer_hook = _borrow("_asyncgen_finalizer_hook")
+    _asyncgen_firstiter_hook = _borrow("_asyncgen_firstiter_hook")
+    shutdown_asyncgens = _borrow("shutdown_asyncgens")
+    shutdown_default_executor = _borrow("shutdown_default_executor")
+    _do_shutdown = _borrow("_do_shutdown")
+    _check_default_executor = _borrow("_check_default_executor")
+    run_in_executor = _borrow("run_in_executor")
+    set_default_executor = _borrow("set_default_executor")
+
+    # --- futures and tasks -------------------------------------------------------------------
+
+    create_future = _borrow("create_future")
+    set_task_factory = _borrow("set_task_factory")
+    get_task_factory = _borrow("get_task_factory")
+
+    def create_task(self, coro, *, name=None, context=None, **kwargs):
+        """Schedule a coroutine; extra keywords (e.g. eager_start) go to the Task."""
+        self._check_closed()
+        if self._task_factory is None:
+            task = asyncio.Task(coro, loop=self, name=name, context=context, **kwargs)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+            return task
+        if context is None:
+            # As asyncio does: the legacy factory signature when no context is given.
+            task = self._task_factory(self, coro, **kwargs)
+        else:
+            task = self._task_factory(self, coro, context=context, **kwargs)
+        if name is not None:
+            task.set_name(name)
+        return task
+
+    # --- errors and debug ----------------------------------------------------------------------
+
+    get_exception_handler = _borrow("get_exception_handler")
+    set_exception_handler = _borrow("set_exception_handler")
+    default_exception_handler = _borrow("default_exception_handler")
+    call_exception_handler = _borrow("call_exception_handler")
+    set_debug = _borrow("set_debug")
+    _set_coroutine_origin_tracking = _borrow("_set_coroutine_origin_tracking")
+    _check_thread = _borrow("_check_thread")
+    _check_callback = _borrow("_check_callback")
+
+    def _log_slow_callback(self, handle, seconds):
+        base_events.logger.warning("Executing %s took %.3f seconds",
+                                   base_events._format_handle(handle), seconds)
+
+    # --- watching file descriptors ------------------------------------------------------------
+
+    def _ensure_fd_no_transport(self, fd):
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        transport = self._transports.get(fileno)
+        if transport and not transport.is_closing():
+            raise RuntimeError(
+                f"File descriptor {fd!r} is used by transport {transport!r}")
+        return fileno
+
+    @staticmethod
+    def _fd(fileno):
+        if fileno < 0:
+            raise ValueError(f"Invalid file descriptor: {fileno}")
+        return fileno
+
+    def add_reader(self, fd, callback, *args):
+        """Start watching fd for readability and call callback(*args) when readable."""
+        fileno = self._ensure_fd_no_transport(fd)
+        self._check_closed()
+        self._add_reader(self._fd(fileno), callback, *args)
+
+    def remove_reader(self, fd):
+        """Stop watching fd for readability; True if it was watched."""
+        fileno = self._ensure_fd_no_transport(fd)
+        if self.is_closed():
+            return False
+        return self._remove_reader(self._fd(fileno))
+
+    def add_writer(self, fd, callback, *args):
+        """Start watching fd for writability and call callback(*args) when writable."""
+        fileno = self._ensure_fd_no_transport(fd)
+        self._check_closed()
+        self._add_writer(self._fd(fileno), callback, *args)
+
+    def remove_writer(self, fd):
+        """Stop watching fd for writability; True if it was watched."""
+        fileno = self._ensure_fd_no_transport(fd)
+        if self.is_closed():
+            return False
+        return self._remove_writer(self._fd(fileno))
+
+    # --- DNS (through the default executor, as asyncio does) ------------------------------------
+
+    _getaddrinfo_debug = _borrow("_getaddrinfo_debug")
+    getaddrinfo = _borrow("getaddrinfo")
+    getnameinfo = _borrow("getnameinfo")
+
+    # --- not implemented yet: networking, pipes, subprocesses, signals ---------------------------
+
+    _NET = "networking is tracked by the network issue"
+    _PROC = "processes, pipes and signals are tracked by the process issue"
+    create_connection = _not_implemented("create_connection", _NET)
+    create_server = _not_implemented("create_server", _NET)
+    create_unix_connection = _not_implemented("create_unix_connection", _NET)
+    create_unix_server = _not_implemented("create_unix_server", _NET)
+    create_datagram_endpoint = _not_implemented("create_datagram_endpoint", _NET)
+    connect_accepted_socket = _not_implemented("connect_accepted_socket", _NET)
+    start_tls = _not_implemented("start_tls", _NET)
+    sendfile = _not_implemented("sendfile", _NET)
+    sock_recv = _not_implemented("sock_recv", _NET)
+    sock_recv_into = _not_implemented("sock_recv_into", _NET)
+    sock_recvfrom = _not_implemented("sock_recvfrom", _NET)
+    sock_recvfrom_into = _not_implemented("sock_recvfrom_into", _NET)
+    sock_sendall = _not_implemented("sock_sendall", _NET)
+    sock_sendto = _not_implemented("sock_sendto", _NET)
+    sock_connect = _not_implemented("sock_connect", _NET)
+    sock_accept = _not_implemented("sock_accept", _NET)
+    sock_sendfile = _not_implemented("sock_sendfile", _NET)
+    connect_read_pipe = _not_implemented("connect_read_pipe", _PROC)
+    connect_write_pipe = _not_implemented("connect_write_pipe", _PROC)
+    subprocess_exec = _not_implemented("subprocess_exec", _PROC)
+    subprocess_shell = _not_implemented("subprocess_shell", _PROC)
+    add_signal_handler = _not_implemented("add_signal_handler", _PROC)
+    remove_signal_handler = _not_implemented("remove_signal_handler", _PROC)
+    del _NET, _PROC
+
+
+class SelectorEventLoop(Loop):
+    """The readiness-based loop. With no selector it uses the best native poller of
+    the engine; given any selectors.BaseSelector it waits on that object instead
+    (e.g. selectors.SelectSelector() for character devices on macOS)."""
+
+    def __init__(self, selector=None):
+        if selector is not None and not isinstance(selector, selectors.BaseSelector):
+            raise TypeError(
+                f"selector must be a selectors.BaseSelector or None, got {selector!r}")
+        if selector is not None:
+            self._selector = selector
+        super().__init__(poller=selector)

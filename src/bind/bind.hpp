@@ -1,0 +1,52 @@
+// bind.hpp: shared declarations of the binding (cxxloop._core). No loop logic here.
+#pragma once
+
+#include <Python.h>
+
+#include <system_error>
+
+#include "cxxloop/loop.hpp"
+
+namespace cxxloop::bind {
+
+// --- errors.cpp -----------------------------------------------------------------
+/// Sets the Python OSError subclass that matches `ec` (the errno table is CPython's
+/// OSError constructor, which picks ConnectionResetError, BrokenPipeError, ...).
+void set_os_error(std::error_code ec);
+/// Converts the C++ exception in flight into a Python exception. Call in a catch(...).
+void set_from_cpp_exception();
+
+// --- bind_handle.cpp ------------------------------------------------------------
+/// Creates the Handle/TimerHandle types as subclasses of asyncio.Handle and
+/// asyncio.TimerHandle and adds them to `module`. Returns false with an error set.
+bool init_handles(PyObject* module);
+/// A new Handle (kind = plain) wrapping `callback(*args)` in `context` (None: copy
+/// the current context) for `loop`. `args` is a tuple. New reference, or null.
+PyObject* new_handle(PyObject* loop, PyObject* callback, PyObject* args, PyObject* context);
+/// A new TimerHandle for `when` (a number; `when_d` its double value).
+PyObject* new_timer_handle(PyObject* loop, PyObject* when, double when_d, PyObject* callback,
+                           PyObject* args, PyObject* context);
+/// The core node inside a handle made by new_handle/new_timer_handle.
+Callback* handle_node(PyObject* handle);
+Timer* timer_node(PyObject* handle);
+/// The handle object that owns a core node (borrowed).
+PyObject* node_handle(Callback* cb);
+/// True when `obj` is one of our handle types.
+bool is_handle(PyObject* obj);
+
+// --- bind_loop.cpp -----------------------------------------------------------------
+bool init_loop(PyObject* module);
+/// The core loop of a Python loop object, or null (with RuntimeError set) when the
+/// object is not initialised or is closed.
+EventLoop* loop_core(PyObject* loop);
+/// Whether the loop is in debug mode (for handle creation).
+bool loop_debug(PyObject* loop);
+
+// --- module.cpp: Python-level helpers installed by the package -------------------------
+struct Hooks {
+    PyObject* report_callback_error = nullptr;  ///< (handle, exc) -> None
+    PyObject* extract_stack = nullptr;          ///< () -> list of frames of the caller
+};
+extern Hooks hooks;
+
+}  // namespace cxxloop::bind

@@ -1,0 +1,359 @@
+// loop.cpp: the event loop core: one iteration, timers, fd registrations, wake-ups.
+#include "cxxloop/loop.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+
+namespace cxxloop {
+
+namespace {
+// asyncio never sleeps longer than a day in one wait; neither do we.
+constexpr double kMaxWaitSeconds = 24 * 3600.0;
+// Compact the heap when more than half of at least this many timers are cancelled.
+constexpr size_t kMinTimersForCompaction = 100;
+}  // namespace
+
+EventLoop::EventLoop(std::unique_ptr<Poller> poller)
+    : poller_(poller ? std::move(poller) : make_poller()),
+      waker_(std::make_unique<Waker>()),
+      poller_name_(poller_->name()),
+      waker_fd_(waker_->fd()),
+      pid_(getpid()) {
+    if (auto ec = poller_->add(waker_fd_, kReadable)) throw std::system_error(ec, "cannot watch the waker");
+}
+
+EventLoop::~EventLoop() { close(); }
+
+// --- scheduling --------------------------------------------------------------------
+
+void EventLoop::call_at(Timer* t) {
+    t->retain(t);
+    t->scheduled = true;
+    timers_.push(t);
+}
+
+void EventLoop::call_soon_threadsafe(Callback* cb) {
+    cb->retain(cb);
+    {
+        std::lock_guard<std::mutex> lock(ts_mu_);
+        ts_queue_.push_back(cb);
+    }
+    ts_pending_.store(true);
+    wake();
+}
+
+void EventLoop::wake() noexcept {
+    // Only a sleeping loop needs the syscall, and one pending write is enough.
+    if (sleeping_.load() && !wake_sent_.exchange(true) && waker_) waker_->wake();
+}
+
+void EventLoop::drain_threadsafe() {
+    if (!ts_pending_.load(std::memory_order_relaxed)) return;
+    std::vector<Callback*> batch;
+    {
+        std::lock_guard<std::mutex> lock(ts_mu_);
+        ts_pending_.store(false);
+        batch.swap(ts_queue_);
+    }
+    for (Callback* cb : batch) ready_.push(cb);  // The reference moves with it.
+}
+
+// --- fd watching ----------------------------------------------------------------------
+
+std::error_code EventLoop::set_interest(int fd, FdEntry& e, uint32_t mask) {
+    if (e.mask == mask) return {};
+    std::error_code ec;
+    if (e.mask == 0) ec = poller_->add(fd, mask);
+    else if (mask == 0) ec = poller_->remove(fd);
+    else ec = poller_->modify(fd, mask);
+    if (ec) return ec;
+    if (e.mask == 0) ++nfds_;
+    else if (mask == 0) --nfds_;
+    e.mask = mask;
+    return {};
+}
+
+std::error_code EventLoop::add_callback(int fd, Callback* cb, Callback** previous, bool write) {
+    *previous = nullptr;
+    if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (fd < 0) return std::make_error_code(std::errc::invalid_argument);
+    if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
+    FdEntry& e = fds_[fd];
+    if (e.handler) return std::make_error_code(std::errc::device_or_resource_busy);
+    if (auto ec = set_interest(fd, e, e.mask | (write ? kWritable : kReadable))) return ec;
+    cb->retain(cb);
+    Callback*& slot = write ? e.writer : e.reader;
+    *previous = slot;
+    slot = cb;
+    return {};
+}
+
+Callback* EventLoop::remove_callback(int fd, bool write) {
+    FdEntry* e = entry(fd);
+    if (closed_ || !e || e->handler) return nullptr;
+    Callback*& slot = write ? e->writer : e->reader;
+    Callback* old = slot;
+    if (!old) return nullptr;
+    // A failure to unregister (the fd was closed behind our back) still forgets it.
+    if (set_interest(fd, *e, e->mask & ~(write ? kWritable : kReadable))) {
+        if (e->mask) --nfds_;
+        e->mask = 0;
+    }
+    slot = nullptr;
+    return old;
+}
+
+std::error_code EventLoop::add_reader(int fd, Callback* cb, Callback** previous) {
+    return add_callback(fd, cb, previous, false);
+}
+std::error_code EventLoop::add_writer(int fd, Callback* cb, Callback** previous) {
+    return add_callback(fd, cb, previous, true);
+}
+Callback* EventLoop::remove_reader(int fd) { return remove_callback(fd, false); }
+Callback* EventLoop::remove_writer(int fd) { return remove_callback(fd, true); }
+Callback* EventLoop::reader_of(int fd) const noexcept {
+    const FdEntry* e = entry(fd);
+    return e ? e->reader : nullptr;
+}
+Callback* EventLoop::writer_of(int fd) const noexcept {
+    const FdEntry* e = entry(fd);
+    return e ? e->writer : nullptr;
+}
+
+std::error_code EventLoop::watch(int fd, IoHandler* h, uint32_t interest) {
+    if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (fd < 0) return std::make_error_code(std::errc::invalid_argument);
+    if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
+    FdEntry& e = fds_[fd];
+    if (e.reader || e.writer || (e.handler && e.handler != h))
+        return std::make_error_code(std::errc::device_or_resource_busy);
+    if (interest == 0) return unwatch(fd);
+    if (auto ec = set_interest(fd, e, interest)) return ec;
+    e.handler = h;
+    return {};
+}
+
+std::error_code EventLoop::unwatch(int fd) {
+    FdEntry* e = entry(fd);
+    if (closed_ || !e || !e->handler) return {};
+    auto ec = set_interest(fd, *e, 0);
+    if (ec) {
+        if (e->mask) --nfds_;
+        e->mask = 0;
+    }
+    e->handler = nullptr;
+    return ec;
+}
+
+// --- the iteration ----------------------------------------------------------------
+
+bool EventLoop::run_once() {
+    // Callbacks queued from other threads join the ready queue first, in order.
+    drain_threadsafe();
+    // Cancelled timers at the top of the heap must not shorten the wait.
+    drop_cancelled_timers();
+    // Wait for I/O (the only place the loop blocks) and queue what became ready.
+    if (!poll_io(compute_timeout_ns())) return false;
+    // Timers whose deadline has passed join the ready queue after the I/O callbacks.
+    queue_due_timers();
+    // Run what is ready now; callbacks scheduled meanwhile wait for the next pass.
+    return run_ready();
+}
+
+bool EventLoop::run() {
+    bool ok = true;
+    while (!closed_) {
+        if (!run_once()) {
+            ok = false;
+            break;
+        }
+        if (stopping_) break;
+    }
+    stopping_ = false;
+    return ok;
+}
+
+int64_t EventLoop::compute_timeout_ns() noexcept {
+    if (!ready_.empty() || stopping_) return 0;
+    if (timers_.empty()) return -1;
+    double delay = timers_.top()->when - time();
+    if (delay <= 0) return 0;
+    if (delay > kMaxWaitSeconds) delay = kMaxWaitSeconds;
+    return int64_t(std::ceil(delay * 1e9));
+}
+
+bool EventLoop::poll_io(int64_t timeout_ns) {
+    events_.clear();
+    if (timeout_ns != 0) {
+        // Announce the sleep before the last look at the cross-thread queue (see
+        // sleeping_ in loop.hpp for the pairing with call_soon_threadsafe).
+        sleeping_.store(true);
+        if (ts_pending_.load()) timeout_ns = 0;
+    }
+    std::error_code ec;
+    if (timeout_ns != 0) {
+        observer_->before_wait();
+        ec = poller_->wait(timeout_ns, events_);
+        observer_->after_wait();
+        sleeping_.store(false);
+    } else {
+        ec = poller_->wait(0, events_);
+    }
+    if (ec) {
+        if (ec == std::errc::interrupted) return observer_->on_interrupted();
+        return observer_->on_poll_error(ec);
+    }
+    for (const PollEvent& ev : events_) dispatch(ev);
+    return true;
+}
+
+void EventLoop::dispatch(const PollEvent& ev) {
+    if (ev.fd == waker_fd_) {
+        // Drain before clearing the flag: a wake that lands in between only
+        // costs a spurious wake-up, never a lost one.
+        waker_->drain();
+        wake_sent_.store(false);
+        return;
+    }
+    FdEntry* e = entry(ev.fd);
+    if (!e || !e->mask) return;
+    if (e->handler) {
+        e->handler->on_io(ev.fd, ev.events & e->mask);
+        return;
+    }
+    // As asyncio does: a cancelled reader or writer is unregistered, not run.
+    for (bool write : {false, true}) {
+        e = entry(ev.fd);
+        Callback* cb = write ? e->writer : e->reader;
+        if (!cb || !(ev.events & (write ? kWritable : kReadable))) continue;
+        if (cb->cancelled) {
+            Callback* old = remove_callback(ev.fd, write);
+            if (old) old->release(old);
+        } else {
+            call_soon(cb);
+        }
+    }
+}
+
+void EventLoop::drop_cancelled_timers() noexcept {
+    const size_t n = timers_.size();
+    if (n > kMinTimersForCompaction && cancelled_timers_ * 2 > n) {
+        timers_.remove_cancelled([](Timer* t) {
+            t->scheduled = false;
+            t->release(t);
+        });
+        cancelled_timers_ = 0;
+        return;
+    }
+    while (!timers_.empty() && timers_.top()->cancelled) {
+        Timer* t = timers_.pop();
+        t->scheduled = false;
+        if (cancelled_timers_) --cancelled_timers_;
+        t->release(t);
+    }
+}
+
+void EventLoop::queue_due_timers() noexcept {
+    if (timers_.empty()) return;
+    const double now = time();
+    while (!timers_.empty() && timers_.top()->when <= now) {
+        Timer* t = timers_.pop();
+        t->scheduled = false;
+        if (t->cancelled && cancelled_timers_) --cancelled_timers_;
+        ready_.push(t);  // The heap's reference moves to the ready queue.
+    }
+}
+
+bool EventLoop::run_ready() {
+    const size_t n = ready_.size();
+    for (size_t i = 0; i < n && !ready_.empty(); ++i) {
+        Callback* cb = ready_.pop();
+        bool ok = true;
+        if (!cb->cancelled) {
+            if (debug_) {
+                const double t0 = time();
+                ok = cb->run(cb);
+                const double dt = time() - t0;
+                if (dt >= slow_callback_duration_) observer_->on_slow_callback(cb, dt);
+            } else {
+                ok = cb->run(cb);
+            }
+        }
+        cb->release(cb);
+        if (!ok) return false;
+    }
+    return true;
+}
+
+int EventLoop::visit_callbacks(int (*visit)(Callback*, void*), void* arg) {
+    for (size_t i = 0; i < ready_.size(); ++i)
+        if (int r = visit(ready_.at(i), arg)) return r;
+    for (size_t i = 0; i < timers_.size(); ++i)
+        if (int r = visit(timers_.at(i), arg)) return r;
+    for (const FdEntry& e : fds_) {
+        if (e.reader)
+            if (int r = visit(e.reader, arg)) return r;
+        if (e.writer)
+            if (int r = visit(e.writer, arg)) return r;
+    }
+    std::lock_guard<std::mutex> lock(ts_mu_);
+    for (Callback* cb : ts_queue_)
+        if (int r = visit(cb, arg)) return r;
+    return 0;
+}
+
+// --- teardown and fork ------------------------------------------------------------------
+
+void EventLoop::close() noexcept {
+    if (closed_) return;
+    closed_ = true;
+    while (!ready_.empty()) {
+        Callback* cb = ready_.pop();
+        cb->release(cb);
+    }
+    timers_.clear([](Timer* t) {
+        t->scheduled = false;
+        t->release(t);
+    });
+    cancelled_timers_ = 0;
+    // After fork the poller's kernel object is shared with the parent: touching
+    // its registrations would change the parent's loop, so only close our fd.
+    const bool forked = getpid() != pid_;
+    for (size_t fd = 0; fd < fds_.size(); ++fd) {
+        FdEntry& e = fds_[fd];
+        if (e.mask && !forked) poller_->remove(int(fd));
+        if (e.reader) e.reader->release(e.reader);
+        if (e.writer) e.writer->release(e.writer);
+        e = FdEntry{};
+    }
+    nfds_ = 0;
+    {
+        std::lock_guard<std::mutex> lock(ts_mu_);
+        for (Callback* cb : ts_queue_) cb->release(cb);
+        ts_queue_.clear();
+        ts_pending_.store(false);
+    }
+    poller_.reset();
+    waker_.reset();
+    waker_fd_ = -1;
+}
+
+std::error_code EventLoop::after_fork() {
+    if (closed_) return {};
+    // The inherited poller object is shared with the parent, so it is replaced
+    // before anything is unregistered; only then is the waker swapped for a new one.
+    if (auto ec = poller_->after_fork()) return ec;
+    poller_->remove(waker_fd_);
+    try {
+        waker_->reopen();
+    } catch (const std::system_error& e) {
+        return e.code();
+    }
+    waker_fd_ = waker_->fd();
+    pid_ = getpid();
+    return poller_->add(waker_fd_, kReadable);
+}
+
+}  // namespace cxxloop
