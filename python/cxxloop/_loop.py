@@ -125,6 +125,10 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
 
     def run_forever(self):
         """Run until stop() is called."""
+        # The checks come before the try: a refused nested run must not tear down
+        # the state of the run that is in progress.
+        self._check_closed()
+        self._check_running()
         try:
             self._run_forever_setup()
             self._run_forever_core()

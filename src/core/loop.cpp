@@ -198,9 +198,12 @@ bool EventLoop::poll_io(int64_t timeout_ns) {
         ec = poller_->wait(timeout_ns, events_);
         observer_->after_wait();
         sleeping_.store(false);
-    } else {
+    } else if (nfds_ != 0) {
         ec = poller_->wait(0, events_);
     }
+    // With nothing but the waker registered, a zero-timeout poll can only find a
+    // stale wake-up (the waker is written only while the loop sleeps), so the
+    // syscall is skipped; the next real sleep drains it.
     if (ec) {
         if (ec == std::errc::interrupted) return observer_->on_interrupted();
         return observer_->on_poll_error(ec);
