@@ -41,6 +41,8 @@ bool init_loop(PyObject* module);
 EventLoop* loop_core(PyObject* loop);
 /// Whether the loop is in debug mode (for handle creation).
 bool loop_debug(PyObject* loop);
+/// Same, for a loop object known to be ours (the scheduling methods' self).
+bool loop_debug_unchecked(PyObject* loop);
 
 // --- module.cpp: Python-level helpers installed by the package -------------------------
 struct Hooks {

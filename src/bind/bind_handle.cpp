@@ -15,7 +15,7 @@ namespace {
 
 struct SlotOffsets {
     Py_ssize_t callback = -1, args = -1, cancelled = -1, loop = -1, source_traceback = -1,
-               repr = -1, context = -1, when = -1;
+               repr = -1, context = -1, when = -1, scheduled = -1;
 };
 SlotOffsets S;
 
@@ -32,6 +32,16 @@ static_assert(offsetof(HandleExt, node) == offsetof(TimerExt, node));
 constexpr size_t kNodeOffset = offsetof(HandleExt, node);
 
 PyTypeObject* HandleType = nullptr;
+
+// Dead handles kept for reuse, per type: allocation and GC linking are a large
+// share of call_soon's cost. A free object keeps its memory and GC header; its
+// slots are all cleared and it is untracked. The next pointer lives in the node.
+struct FreeList {
+    PyObject* head = nullptr;
+    int size = 0;
+    static constexpr int kMax = 1024;
+};
+FreeList handle_free, timer_free;
 PyTypeObject* TimerHandleType = nullptr;
 Py_ssize_t handle_ext_off = 0;
 Py_ssize_t timer_ext_off = 0;
@@ -121,7 +131,7 @@ bool init_slots(PyObject* h, PyObject* loop, PyObject* callback, PyObject* args,
     set_slot(h, S.cancelled, Py_NewRef(Py_False));
     set_slot(h, S.repr, Py_NewRef(Py_None));
     PyObject* tb = Py_None;
-    if (loop_debug(loop) && hooks.extract_stack) {
+    if (loop_debug_unchecked(loop) && hooks.extract_stack) {
         tb = PyObject_CallNoArgs(hooks.extract_stack);
         if (!tb) return false;
     } else {
@@ -180,6 +190,49 @@ PyGetSetDef timer_getset[] = {
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
+PyObject*& free_next(PyObject* o) { return slot(o, S.callback); }
+
+void clear_handle_slots(PyObject* self) {
+    for (Py_ssize_t off : {S.callback, S.args, S.cancelled, S.loop, S.source_traceback, S.repr, S.context})
+        Py_CLEAR(slot(self, off));
+}
+
+// Our own deallocation: what the inherited subtype_dealloc does for these exact
+// layouts (weak references, then the slots), without its generic walk, and with the
+// memory kept on a free list.
+void dealloc_into(PyObject* self, FreeList& fl) {
+    PyTypeObject* tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (tp->tp_weaklistoffset && slot(self, tp->tp_weaklistoffset)) PyObject_ClearWeakRefs(self);
+    clear_handle_slots(self);
+    if (tp == TimerHandleType) {
+        Py_CLEAR(slot(self, S.when));
+        Py_CLEAR(slot(self, S.scheduled));
+    }
+    if (fl.size < FreeList::kMax) {
+        free_next(self) = fl.head;
+        fl.head = self;
+        ++fl.size;
+    } else {
+        tp->tp_free(self);
+    }
+    Py_DECREF(tp);
+}
+
+void handle_dealloc(PyObject* self) { dealloc_into(self, handle_free); }
+void timer_dealloc(PyObject* self) { dealloc_into(self, timer_free); }
+
+PyObject* alloc_from(PyTypeObject* tp, FreeList& fl) {
+    PyObject* op = fl.head;
+    if (!op) return tp->tp_alloc(tp, 0);
+    fl.head = free_next(op);
+    free_next(op) = nullptr;
+    --fl.size;
+    PyObject_Init(op, tp);
+    PyObject_GC_Track(op);
+    return op;
+}
+
 Py_ssize_t member_offset(PyObject* cls, const char* name) {
     PyObject* descr = PyObject_GetAttrString(cls, name);
     if (!descr) return -1;
@@ -193,10 +246,11 @@ Py_ssize_t member_offset(PyObject* cls, const char* name) {
 }
 
 PyTypeObject* make_type(const char* name, PyObject* base, Py_ssize_t ext_size, PyMethodDef* methods,
-                        PyGetSetDef* getset, Py_ssize_t* ext_off) {
+                        PyGetSetDef* getset, destructor dealloc, Py_ssize_t* ext_off) {
     *ext_off = reinterpret_cast<PyTypeObject*>(base)->tp_basicsize;
     PyType_Slot slots[] = {
         {Py_tp_methods, methods},
+        {Py_tp_dealloc, reinterpret_cast<void*>(dealloc)},
         {getset ? Py_tp_getset : Py_tp_doc, getset ? static_cast<void*>(getset) : const_cast<char*>("")},
         {0, nullptr},
     };
@@ -225,7 +279,7 @@ PyObject* node_handle(Callback* cb) { return self_of(cb); }
 bool is_handle(PyObject* obj) { return Py_TYPE(obj) == HandleType || Py_TYPE(obj) == TimerHandleType; }
 
 PyObject* new_handle(PyObject* loop, PyObject* callback, PyObject* args, PyObject* context) {
-    PyObject* h = HandleType->tp_alloc(HandleType, 0);
+    PyObject* h = alloc_from(HandleType, handle_free);
     if (!h) return nullptr;
     init_node(h, handle_node(h));
     if (!init_slots(h, loop, callback, args, context)) {
@@ -237,7 +291,7 @@ PyObject* new_handle(PyObject* loop, PyObject* callback, PyObject* args, PyObjec
 
 PyObject* new_timer_handle(PyObject* loop, PyObject* when, double when_d, PyObject* callback, PyObject* args,
                            PyObject* context) {
-    PyObject* h = TimerHandleType->tp_alloc(TimerHandleType, 0);
+    PyObject* h = alloc_from(TimerHandleType, timer_free);
     if (!h) return nullptr;
     Timer* t = timer_node(h);
     init_node(h, t);
@@ -267,11 +321,12 @@ bool init_handles(PyObject* module) {
         S.repr = member_offset(handle, "_repr");
         S.context = member_offset(handle, "_context");
         S.when = member_offset(timer, "_when");
+        S.scheduled = member_offset(timer, "_scheduled");
         if (!PyErr_Occurred()) {
             HandleType = make_type("cxxloop._core.Handle", handle, sizeof(HandleExt), handle_methods, nullptr,
-                                   &handle_ext_off);
+                                   handle_dealloc, &handle_ext_off);
             TimerHandleType = HandleType ? make_type("cxxloop._core.TimerHandle", timer, sizeof(TimerExt),
-                                                     timer_methods, timer_getset, &timer_ext_off)
+                                                     timer_methods, timer_getset, timer_dealloc, &timer_ext_off)
                                          : nullptr;
             ok = TimerHandleType && PyModule_AddObjectRef(module, "Handle", (PyObject*)HandleType) == 0 &&
                  PyModule_AddObjectRef(module, "TimerHandle", (PyObject*)TimerHandleType) == 0;

@@ -607,6 +607,8 @@ EventLoop* loop_core(PyObject* loop) {
     return checked_core(loop);
 }
 
+bool loop_debug_unchecked(PyObject* loop) { return as_loop(loop)->debug; }
+
 bool loop_debug(PyObject* loop) {
     return PyObject_TypeCheck(loop, LoopType) && as_loop(loop)->debug;
 }

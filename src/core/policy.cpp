@@ -74,12 +74,14 @@ bool is_main_thread() noexcept {
 #endif
 }
 
-/// The calling thread's name for error messages. Linux names threads after the
-/// program by default; pthread_setname_np changes it.
+/// The calling thread's name for error messages: "MainThread" for the main thread,
+/// as in Python, else its pthread name (which Linux sets to the program's name
+/// unless pthread_setname_np changed it).
 std::string thread_name() {
+    if (is_main_thread()) return "MainThread";
     char buf[64] = {};
     if (::pthread_getname_np(::pthread_self(), buf, sizeof buf) == 0 && buf[0]) return buf;
-    return is_main_thread() ? "MainThread" : "unnamed";
+    return "unnamed";
 }
 
 }  // namespace

@@ -87,7 +87,10 @@ std::error_code EpollPoller::modify(int fd, uint32_t interest) {
     // ENOENT means the fd was closed (dropping the kernel's registration) and its
     // number reused before remove() was called; register the new file instead.
     if (ec == std::errc::no_such_file_or_directory) ec = ctl(EPOLL_CTL_ADD, fd, interest);
-    if (!ec) it->second = interest;
+    // EBADF: the fd is closed, so the kernel has dropped it; forget it too, so that a
+    // later add() of a new fd with the same number is not refused with EEXIST.
+    if (ec == std::errc::bad_file_descriptor) watched_.erase(it);
+    else if (!ec) it->second = interest;
     return ec;
 }
 
