@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -86,16 +87,16 @@ public:
     /// Wakes the loop if it is blocked in its poller. Any thread; cheap when awake.
     void wake() noexcept;
 
-    template <class F> void call_soon(F f) { call_soon(new FnNode<Callback, F>(std::move(f))); }
-    template <class F> TimerRef call_at(double when, F f) {
+    template <std::invocable F> void call_soon(F f) { call_soon(new FnNode<Callback, F>(std::move(f))); }
+    template <std::invocable F> TimerRef call_at(double when, F f) {
         auto* t = new FnNode<Timer, F>(std::move(f));
         t->when = when;
         TimerRef ref(t);
         call_at(t);
         return ref;
     }
-    template <class F> TimerRef call_later(double delay, F f) { return call_at(time() + delay, std::move(f)); }
-    template <class F> void call_soon_threadsafe(F f) { call_soon_threadsafe(new FnNode<Callback, F>(std::move(f))); }
+    template <std::invocable F> TimerRef call_later(double delay, F f) { return call_at(time() + delay, std::move(f)); }
+    template <std::invocable F> void call_soon_threadsafe(F f) { call_soon_threadsafe(new FnNode<Callback, F>(std::move(f))); }
     /// Cancels a timer made by call_at/call_later.
     void cancel(const TimerRef& t) noexcept {
         if (!t.get()->cancelled) { t.get()->cancelled = true; timer_cancelled(t.get()); }

@@ -15,8 +15,9 @@ namespace cxxloop {
 /// the virtual new_event_loop() and set_event_loop(), as asyncio's does.
 ///
 /// Each policy object has its own per-thread slots. A thread's slot (and the loop it
-/// holds) is released when the thread exits; slots of a destroyed policy are released
-/// by each thread the next time it uses any policy, or when it exits.
+/// holds) is released when the thread exits. Destroying a policy releases the calling
+/// thread's slot at once; the slots it had in other threads are released when such a
+/// thread first uses another policy, or exits.
 class EventLoopPolicy {
 public:
     EventLoopPolicy();

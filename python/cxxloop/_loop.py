@@ -8,15 +8,15 @@ loop does. Methods that later work will provide raise NotImplementedError.
 """
 
 import asyncio
-import collections
 import selectors
+import socket
 import sys
 import threading
 import time
 import warnings
 import weakref
 
-from asyncio import base_events, coroutines, events, format_helpers
+from asyncio import base_events, coroutines, events, format_helpers, unix_events
 
 from . import _core
 
@@ -59,6 +59,13 @@ def _extract_stack():
 _core._set_hooks(_report_callback_error, _extract_stack)
 
 
+def _run_unless_cancelled(handle):
+    # A stock asyncio Handle (signal handlers) queued through call_soon: asyncio's
+    # ready queue skips cancelled handles, and so does this.
+    if not handle._cancelled:
+        handle._run()
+
+
 def _not_implemented(name, issue):
     def method(self, *args, **kwargs):
         raise NotImplementedError(
@@ -92,6 +99,8 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         self._asyncgens_shutdown_called = False
         self._old_agen_hooks = None
         self._transports = weakref.WeakValueDictionary()
+        self._signal_handlers = {}
+        self._ssock = self._csock_ = None
         self.set_debug(coroutines._is_debug_mode())
 
     def __repr__(self):
@@ -151,6 +160,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         if self._debug:
             base_events.logger.debug("Close %r", self)
         self._close_core()
+        self._close_signals()
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
@@ -253,6 +263,54 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             return False
         return self._remove_writer(self._fd(fileno))
 
+    # --- signals: Python's wakeup fd writes signal numbers to a socket we watch --------------
+
+    add_signal_handler = unix_events._UnixSelectorEventLoop.add_signal_handler
+    remove_signal_handler = unix_events._UnixSelectorEventLoop.remove_signal_handler
+    _handle_signal = unix_events._UnixSelectorEventLoop._handle_signal
+    _check_signal = unix_events._UnixSelectorEventLoop._check_signal
+
+    @property
+    def _csock(self):
+        """The socket Python's signal wakeup fd writes to, made on first use."""
+        if self._csock_ is None and not self.is_closed():
+            self._ssock, self._csock_ = socket.socketpair()
+            self._ssock.setblocking(False)
+            self._csock_.setblocking(False)
+            self._add_reader(self._ssock.fileno(), self._read_from_self)
+        return self._csock_
+
+    def _read_from_self(self):
+        while True:
+            try:
+                data = self._ssock.recv(4096)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            for signum in data:
+                if signum:
+                    self._handle_signal(signum)
+
+    def _add_callback_signalsafe(self, handle):
+        self.call_soon(_run_unless_cancelled, handle)
+
+    def _close_signals(self):
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(f"Closing the loop {self!r} on interpreter shutdown "
+                          f"stage, skipping signal handlers removal",
+                          ResourceWarning, source=self)
+            self._signal_handlers.clear()
+        if self._ssock is not None:
+            self._ssock.close()
+            self._csock_.close()
+            self._ssock = self._csock_ = None
+
     # --- DNS (through the default executor, as asyncio does) ------------------------------------
 
     _getaddrinfo_debug = _borrow("_getaddrinfo_debug")
@@ -284,8 +342,6 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     connect_write_pipe = _not_implemented("connect_write_pipe", _PROC)
     subprocess_exec = _not_implemented("subprocess_exec", _PROC)
     subprocess_shell = _not_implemented("subprocess_shell", _PROC)
-    add_signal_handler = _not_implemented("add_signal_handler", _PROC)
-    remove_signal_handler = _not_implemented("remove_signal_handler", _PROC)
     del _NET, _PROC
 
 

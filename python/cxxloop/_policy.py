@@ -1,12 +1,14 @@
 """cxxloop.EventLoopPolicy: asyncio's default per-thread policy, handing out cxxloop loops."""
 
-from asyncio import events
+from asyncio import events, unix_events
 
 from ._loop import Loop
 
-# Python 3.14 renamed the policy base (policies are deprecated there, and removed in
-# 3.16); look it up without touching the deprecated public aliases.
-_BasePolicy = getattr(events, "_BaseDefaultEventLoopPolicy", None) or events.BaseDefaultEventLoopPolicy
+# The stock Unix policy (which also carries the child-watcher API up to Python 3.13).
+# Looked up without touching the public aliases that Python 3.14 deprecates.
+_BasePolicy = (getattr(unix_events, "_UnixDefaultEventLoopPolicy", None)
+               or getattr(events, "_BaseDefaultEventLoopPolicy", None)
+               or events.BaseDefaultEventLoopPolicy)
 
 
 class EventLoopPolicy(_BasePolicy):
