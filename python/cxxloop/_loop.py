@@ -78,13 +78,26 @@ def _not_implemented(name, issue):
 
 
 class Loop(_core.Loop, asyncio.AbstractEventLoop):
-    """An asyncio event loop whose engine is written in C++.
+    """An asyncio event loop whose engine is written in C++ (readiness-based).
 
-    ``poller`` picks the readiness backend: "epoll", "poll" or "select"; None takes
-    the CXXLOOP_POLLER environment variable, else the best the platform has.
+    With no ``selector`` it waits on the engine's native poller: ``poller`` picks
+    "epoll", "poll" or "select"; None takes the CXXLOOP_POLLER environment variable,
+    else the best the platform has. Given any ``selectors.BaseSelector`` instance
+    (e.g. ``selectors.SelectSelector()`` for character devices on macOS) it waits on
+    that object instead, as asyncio's SelectorEventLoop does.
     """
 
-    def __init__(self, *, poller=None):
+    def __init__(self, selector=None, *, poller=None):
+        if selector is not None:
+            if not isinstance(selector, selectors.BaseSelector):
+                raise TypeError(
+                    f"selector must be a selectors.BaseSelector or None, got {selector!r}")
+            if poller is not None:
+                raise TypeError("pass either selector or poller, not both")
+            self._selector = selector
+            poller = selector
+        elif poller is not None and not isinstance(poller, str):
+            raise TypeError(f"poller must be a backend name or None, got {poller!r}")
         self._init_core(poller)
         self._thread_id = None
         self._clock_resolution = time.get_clock_info("monotonic").resolution
@@ -345,15 +358,5 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     del _NET, _PROC
 
 
-class SelectorEventLoop(Loop):
-    """The readiness-based loop. With no selector it uses the best native poller of
-    the engine; given any selectors.BaseSelector it waits on that object instead
-    (e.g. selectors.SelectSelector() for character devices on macOS)."""
-
-    def __init__(self, selector=None):
-        if selector is not None and not isinstance(selector, selectors.BaseSelector):
-            raise TypeError(
-                f"selector must be a selectors.BaseSelector or None, got {selector!r}")
-        if selector is not None:
-            self._selector = selector
-        super().__init__(poller=selector)
+# asyncio's EventLoop is its SelectorEventLoop on Unix; ours are one class too.
+SelectorEventLoop = Loop

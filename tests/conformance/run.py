@@ -347,6 +347,22 @@ def _patch_runners(backend, mod):
     return ['BaseTest.new_loop']
 
 
+def _patch_pep492(backend, mod):
+    """test_pep492.BaseTest.setUp builds a bare BaseEventLoop with a mocked
+    _selector and _process_events; build the loop under test instead."""
+    base = getattr(mod, 'BaseTest', None)
+    if base is None or 'setUp' not in base.__dict__:
+        return []
+    from test.test_asyncio import utils
+
+    def setUp(self):
+        utils.TestCase.setUp(self)
+        self.loop = backend.factory()
+        self.set_event_loop(self.loop)
+    base.setUp = setUp
+    return ['BaseTest.setUp']
+
+
 def _flatten(suite):
     import unittest
     for t in suite:
@@ -386,6 +402,8 @@ def child_main(args):
         patched = backend.patch_module(mod)
         if args.module == 'test_runners':
             patched += _patch_runners(backend, mod)
+        if args.module == 'test_pep492':
+            patched += _patch_pep492(backend, mod)
     except BaseException:
         emit(event='fatal', detail=traceback.format_exc())
         return 2
