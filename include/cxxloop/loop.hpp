@@ -76,9 +76,13 @@ public:
     EventLoop& operator=(const EventLoop&) = delete;
 
     // --- scheduling -------------------------------------------------------------
-    /// Queues `cb` to run in the next ready phase (retains it).
-    void call_soon(Callback* cb) { cb->retain(cb); ready_.push(cb); }
-    /// Puts `t` (with t->when set) into the timer heap (retains it).
+    /// Queues `cb` to run in the next ready phase (retains it; ignored once closed).
+    void call_soon(Callback* cb) {
+        if (closed_) return;  // A closed loop takes nothing (and so leaks nothing).
+        cb->retain(cb);
+        ready_.push(cb);
+    }
+    /// Puts `t` (with t->when set) into the timer heap (retains it; ignored once closed).
     void call_at(Timer* t);
     /// Bookkeeping for a timer whose `cancelled` flag the owner has just set.
     void timer_cancelled(Timer* t) noexcept { if (t->scheduled) ++cancelled_timers_; }
@@ -99,7 +103,7 @@ public:
     template <std::invocable F> void call_soon_threadsafe(F f) { call_soon_threadsafe(new FnNode<Callback, F>(std::move(f))); }
     /// Cancels a timer made by call_at/call_later.
     void cancel(const TimerRef& t) noexcept {
-        if (!t.get()->cancelled) { t.get()->cancelled = true; timer_cancelled(t.get()); }
+        if (t.get() && !t.get()->cancelled) { t.get()->cancelled = true; timer_cancelled(t.get()); }
     }
 
     /// The loop's clock in seconds (CLOCK_MONOTONIC, like Python's time.monotonic()).
@@ -203,6 +207,7 @@ private:
     // and wakes it, or the loop sees the producer's callback before sleeping.
     std::mutex ts_mu_;
     std::vector<Callback*> ts_queue_;
+    bool ts_closed_ = false;  // Guarded by ts_mu_: producers may race with close().
     std::atomic<bool> ts_pending_{false};
     std::atomic<bool> sleeping_{false};
     std::atomic<bool> wake_sent_{false};

@@ -9,8 +9,9 @@
 
 namespace cxxloop {
 
-/// Interest and event bits. Pollers report kError/kHangup folded into readable and
-/// writable as the OS does (an fd in error is both), so callers only test the two.
+/// Interest and event bits. Pollers fold error and hang-up conditions into readable
+/// and writable, as Python's selectors do (an fd in error is both, for whichever of
+/// the two is watched), so callers only test these two.
 enum : uint32_t {
     kReadable = 1u << 0,
     kWritable = 1u << 1,
@@ -23,7 +24,10 @@ struct PollEvent {
 };
 
 /// Level-triggered readiness multiplexer. Events may be spurious; callers must cope
-/// with EAGAIN. All methods return a default-constructed error_code on success.
+/// with EAGAIN. Each fd appears at most once per wait(). All methods return a
+/// default-constructed error_code on success; modify() and remove() of an fd that is
+/// not watched return ENOENT. A watched fd closed behind the poller's back is dropped
+/// by epoll, reported ready by poll, and fails select's wait() with EBADF.
 class Poller {
 public:
     virtual ~Poller() = default;
@@ -39,7 +43,8 @@ public:
     virtual std::error_code wait(int64_t timeout_ns, std::vector<PollEvent>& out) = 0;
     /// Re-creates kernel state after fork() in the child. The watched set is kept.
     virtual std::error_code after_fork() = 0;
-    /// The backend's name: "epoll", "poll", "select", ...
+    /// The backend's name: "epoll", "poll", "select", ... (static storage: the loop
+    /// keeps it after the poller is gone).
     virtual std::string_view name() const noexcept = 0;
 };
 

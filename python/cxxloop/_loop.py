@@ -1,10 +1,12 @@
 """cxxloop.Loop: the asyncio event loop over the C++ engine in cxxloop._core.
 
-The hot paths (call_soon, timers, the run loop, fd watching) are C++. What is not
-hot and is pure asyncio policy -- exception-handler formatting, run_until_complete,
-executors, async-generator hooks -- is taken from the running interpreter's own
-asyncio.base_events.BaseEventLoop, so it behaves exactly as that Python's stock
-loop does. Methods that later work will provide raise NotImplementedError.
+The hot paths (call_soon, timers, the run loop, fd watching) are C++: the
+_core.Loop base comes first in the MRO. What is not hot and is pure asyncio policy
+-- exception-handler formatting, run_until_complete, executors, async-generator
+hooks, debug checks -- is inherited from the running interpreter's own
+asyncio.base_events.BaseEventLoop (whose __init__ is not used), so it behaves
+exactly as that Python's stock loop does. Methods that later work will provide
+raise NotImplementedError.
 """
 
 import asyncio
@@ -21,14 +23,6 @@ from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from . import _core
 
 __all__ = ("Loop", "SelectorEventLoop")
-
-_Base = base_events.BaseEventLoop
-
-
-def _borrow(name):
-    """The running interpreter's implementation of BaseEventLoop.<name>."""
-    return _Base.__dict__[name]
-
 
 def _format_callback_source(callback, args, debug):
     try:
@@ -66,6 +60,23 @@ def _run_unless_cancelled(handle):
         handle._run()
 
 
+class _QueueView:
+    """Read-only stand-in for asyncio's private ``loop._ready`` / ``loop._scheduled``:
+    their length (and truth value) only, which is what code that peeks at them reads."""
+
+    __slots__ = ("_loop", "_index")
+
+    def __init__(self, loop, index):
+        self._loop = loop
+        self._index = index
+
+    def __len__(self):
+        return self._loop._counts[self._index]
+
+    def __repr__(self):
+        return f"<{len(self)} queued>"
+
+
 def _not_implemented(name, issue):
     def method(self, *args, **kwargs):
         raise NotImplementedError(
@@ -77,7 +88,7 @@ def _not_implemented(name, issue):
     return method
 
 
-class Loop(_core.Loop, asyncio.AbstractEventLoop):
+class Loop(_core.Loop, base_events.BaseEventLoop):
     """An asyncio event loop whose engine is written in C++ (readiness-based).
 
     With no ``selector`` it waits on the engine's native poller: ``poller`` picks
@@ -124,6 +135,14 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     def _closed(self):
         return self.is_closed()
 
+    @property
+    def _ready(self):
+        return _QueueView(self, 0)
+
+    @property
+    def _scheduled(self):
+        return _QueueView(self, 1)
+
     # --- running and stopping ---------------------------------------------------------
 
     def _run_forever_setup(self):
@@ -157,11 +176,6 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         finally:
             self._run_forever_cleanup()
 
-    run_until_complete = _borrow("run_until_complete")
-    is_running = _borrow("is_running")
-    _check_closed = _borrow("_check_closed")
-    _check_running = _borrow("_check_running")
-    __del__ = _borrow("__del__")
 
     def close(self):
         """Close the loop: drop pending callbacks, release the engine, shut down the
@@ -180,22 +194,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    # --- async generators and executors ---------------------------------------------------
-
-    _asyncgen_finalizer_hook = _borrow("_asyncgen_finalizer_hook")
-    _asyncgen_firstiter_hook = _borrow("_asyncgen_firstiter_hook")
-    shutdown_asyncgens = _borrow("shutdown_asyncgens")
-    shutdown_default_executor = _borrow("shutdown_default_executor")
-    _do_shutdown = _borrow("_do_shutdown")
-    _check_default_executor = _borrow("_check_default_executor")
-    run_in_executor = _borrow("run_in_executor")
-    set_default_executor = _borrow("set_default_executor")
-
     # --- futures and tasks -------------------------------------------------------------------
-
-    create_future = _borrow("create_future")
-    set_task_factory = _borrow("set_task_factory")
-    get_task_factory = _borrow("get_task_factory")
 
     def create_task(self, coro, *, name=None, context=None, **kwargs):
         """Schedule a coroutine; extra keywords (e.g. eager_start) go to the Task."""
@@ -215,15 +214,6 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         return task
 
     # --- errors and debug ----------------------------------------------------------------------
-
-    get_exception_handler = _borrow("get_exception_handler")
-    set_exception_handler = _borrow("set_exception_handler")
-    default_exception_handler = _borrow("default_exception_handler")
-    call_exception_handler = _borrow("call_exception_handler")
-    set_debug = _borrow("set_debug")
-    _set_coroutine_origin_tracking = _borrow("_set_coroutine_origin_tracking")
-    _check_thread = _borrow("_check_thread")
-    _check_callback = _borrow("_check_callback")
 
     def _log_slow_callback(self, handle, seconds):
         base_events.logger.warning("Executing %s took %.3f seconds",
@@ -324,13 +314,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             self._csock_.close()
             self._ssock = self._csock_ = None
 
-    # --- DNS (through the default executor, as asyncio does) ------------------------------------
-
-    _getaddrinfo_debug = _borrow("_getaddrinfo_debug")
-    getaddrinfo = _borrow("getaddrinfo")
-    getnameinfo = _borrow("getnameinfo")
-
-    # --- not implemented yet: networking, pipes, subprocesses, signals ---------------------------
+    # --- not implemented yet: networking, pipes and subprocesses ----------------------------------
 
     _NET = "networking is tracked by the network issue"
     _PROC = "processes, pipes and signals are tracked by the process issue"

@@ -168,9 +168,10 @@ def timers_fire_cancel(loop, n):
     return (t1 - t0) + (t3 - t2), n
 
 
-def timers_schedule_cancel(loop, n):
-    """call_later(d, cb).cancel() n times (delays 1-2 s), then one loop pass
-    so the loop can drop the cancelled timers."""
+def timers_cancel_pileup(loop, n):
+    """call_later(d, cb).cancel() n times in one go (delays 1-2 s) before the
+    loop runs, then one loop pass so it can drop them: n cancelled timers
+    pile up, the worst case for lazy removal."""
     delays = _timer_delays(n, 1.0, 1.0)
     fired = 0
 
@@ -185,6 +186,43 @@ def timers_schedule_cancel(loop, n):
     loop.call_soon(loop.stop)
     loop.run_forever()
     t1 = perf_counter()
+    _check(fired == 0, "%d cancelled timers fired" % fired)
+    return t1 - t0, n
+
+
+SCHEDULE_CANCEL_BATCH = 1000
+
+
+def timers_schedule_cancel(loop, n):
+    """call_later(d, cb).cancel() n times (delays 1-2 s), 1000 per loop
+    iteration (a callback does a batch and schedules the next), the way a
+    server arms and disarms timeouts; the loop gets to drop cancelled timers
+    between batches as it would in real use."""
+    delays = _timer_delays(n, 1.0, 1.0)
+    batch = SCHEDULE_CANCEL_BATCH
+    fired = 0
+    pos = 0
+
+    def cb():
+        nonlocal fired
+        fired += 1
+
+    call_later = loop.call_later
+    call_soon = loop.call_soon
+
+    def step():
+        nonlocal pos
+        end = min(pos + batch, n)
+        for i in range(pos, end):
+            call_later(delays[i], cb).cancel()
+        pos = end
+        call_soon(step if pos < n else loop.stop)
+
+    call_soon(step)
+    t0 = perf_counter()
+    loop.run_forever()
+    t1 = perf_counter()
+    _check(pos == n, "stopped after %d of %d timers" % (pos, n))
     _check(fired == 0, "%d cancelled timers fired" % fired)
     return t1 - t0, n
 
@@ -267,6 +305,7 @@ WORKLOADS = [
     Workload("call_soon_threadsafe", "call_soon_threadsafe (thread)", call_soon_threadsafe, 100_000),
     Workload("timers_fire_cancel", "timers: fire half, cancel half", timers_fire_cancel, 150_000, "timers"),
     Workload("timers_schedule_cancel", "timers: schedule+cancel", timers_schedule_cancel, 200_000, "timers"),
+    Workload("timers_cancel_pileup", "timers: cancel pile-up", timers_cancel_pileup, 200_000, "timers"),
     Workload("tasks_sleep0", "tasks: 100 x sleep(0) chains", tasks_sleep0, 100_000, "tasks"),
     Workload("future_pingpong", "future ping-pong (round trip)", future_pingpong, 40_000, "pingpong"),
 ]

@@ -29,15 +29,17 @@ EventLoop::~EventLoop() { close(); }
 // --- scheduling --------------------------------------------------------------------
 
 void EventLoop::call_at(Timer* t) {
+    if (closed_) return;
     t->retain(t);
     t->scheduled = true;
     timers_.push(t);
 }
 
 void EventLoop::call_soon_threadsafe(Callback* cb) {
-    cb->retain(cb);
     {
         std::lock_guard<std::mutex> lock(ts_mu_);
+        if (ts_closed_) return;
+        cb->retain(cb);
         ts_queue_.push_back(cb);
     }
     ts_pending_.store(true);
@@ -51,13 +53,10 @@ void EventLoop::wake() noexcept {
 
 void EventLoop::drain_threadsafe() {
     if (!ts_pending_.load(std::memory_order_relaxed)) return;
-    std::vector<Callback*> batch;
-    {
-        std::lock_guard<std::mutex> lock(ts_mu_);
-        ts_pending_.store(false);
-        batch.swap(ts_queue_);
-    }
-    for (Callback* cb : batch) ready_.push(cb);  // The reference moves with it.
+    std::lock_guard<std::mutex> lock(ts_mu_);
+    ts_pending_.store(false);
+    for (Callback* cb : ts_queue_) ready_.push(cb);  // The reference moves with it.
+    ts_queue_.clear();
 }
 
 // --- fd watching ----------------------------------------------------------------------
@@ -150,6 +149,7 @@ std::error_code EventLoop::unwatch(int fd) {
 // --- the iteration ----------------------------------------------------------------
 
 bool EventLoop::run_once() {
+    if (closed_) return false;
     // Callbacks queued from other threads join the ready queue first, in order.
     drain_threadsafe();
     // Cancelled timers at the top of the heap must not shorten the wait.
@@ -190,7 +190,10 @@ bool EventLoop::poll_io(int64_t timeout_ns) {
         // Announce the sleep before the last look at the cross-thread queue (see
         // sleeping_ in loop.hpp for the pairing with call_soon_threadsafe).
         sleeping_.store(true);
-        if (ts_pending_.load()) timeout_ns = 0;
+        if (ts_pending_.load()) {
+            timeout_ns = 0;
+            sleeping_.store(false);
+        }
     }
     std::error_code ec;
     if (timeout_ns != 0) {
@@ -334,6 +337,7 @@ void EventLoop::close() noexcept {
     nfds_ = 0;
     {
         std::lock_guard<std::mutex> lock(ts_mu_);
+        ts_closed_ = true;
         for (Callback* cb : ts_queue_) cb->release(cb);
         ts_queue_.clear();
         ts_pending_.store(false);
@@ -356,6 +360,9 @@ std::error_code EventLoop::after_fork() {
     }
     waker_fd_ = waker_->fd();
     pid_ = getpid();
+    // A wake-up in flight at fork() belongs to the parent's waker.
+    sleeping_.store(false);
+    wake_sent_.store(false);
     return poller_->add(waker_fd_, kReadable);
 }
 

@@ -1,0 +1,112 @@
+// test_timer_heap.cpp: TimerHeap ordering, FIFO ties, lazy-cancellation compaction, clear.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "cxxloop/timer_heap.hpp"
+
+using cxxloop::Timer;
+using cxxloop::TimerHeap;
+
+namespace {
+
+/// Timers with deadlines `whens`, stored in a vector that never reallocates.
+std::vector<Timer> make_timers(const std::vector<double>& whens) {
+    std::vector<Timer> ts(whens.size());
+    for (size_t i = 0; i < whens.size(); ++i) ts[i].when = whens[i];
+    return ts;
+}
+
+std::vector<Timer*> drain(TimerHeap& h) {
+    std::vector<Timer*> out;
+    while (!h.empty()) out.push_back(h.pop());
+    return out;
+}
+
+}  // namespace
+
+TEST(TimerHeap, PopsInDeadlineOrder) {
+    auto ts = make_timers({5, 1, 4, 2, 3, 0.5});
+    TimerHeap h;
+    for (auto& t : ts) h.push(&t);
+    EXPECT_EQ(h.size(), 6u);
+    EXPECT_EQ(h.top()->when, 0.5);
+    std::vector<double> order;
+    for (Timer* t : drain(h)) order.push_back(t->when);
+    EXPECT_EQ(order, (std::vector<double>{0.5, 1, 2, 3, 4, 5}));
+}
+
+TEST(TimerHeap, EqualDeadlinesPopInInsertionOrder) {
+    auto ts = make_timers(std::vector<double>(50, 7.0));
+    TimerHeap h;
+    for (auto& t : ts) h.push(&t);
+    auto out = drain(h);
+    for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(out[i], &ts[i]) << "position " << i;
+}
+
+TEST(TimerHeap, MatchesSortedOrderOnRandomInput) {
+    std::mt19937 rng(12345);
+    std::uniform_int_distribution<int> dist(0, 40);  // Many ties on purpose.
+    std::vector<double> whens(2000);
+    for (double& w : whens) w = dist(rng);
+    auto ts = make_timers(whens);
+    TimerHeap h;
+    // Interleave pushes and pops so sift_up and sift_down both see varied shapes.
+    std::vector<Timer*> popped;
+    for (size_t i = 0; i < ts.size(); ++i) {
+        h.push(&ts[i]);
+        if (i % 3 == 2) popped.push_back(h.pop());
+    }
+    auto rest = drain(h);
+    // Every timer comes out exactly once and the tail (pure pops) is sorted and stable.
+    EXPECT_EQ(popped.size() + rest.size(), ts.size());
+    EXPECT_TRUE(std::is_sorted(rest.begin(), rest.end(), [](Timer* a, Timer* b) {
+        return a->when < b->when || (a->when == b->when && a < b);
+    }));
+}
+
+TEST(TimerHeap, RemoveCancelledKeepsOrderOfTheRest) {
+    std::vector<double> whens;
+    for (int i = 0; i < 200; ++i) whens.push_back(200 - i);
+    auto ts = make_timers(whens);
+    TimerHeap h;
+    for (auto& t : ts) h.push(&t);
+    for (size_t i = 0; i < ts.size(); i += 2) ts[i].cancelled = true;
+    std::vector<Timer*> removed;
+    h.remove_cancelled([&](Timer* t) { removed.push_back(t); });
+    EXPECT_EQ(removed.size(), 100u);
+    for (Timer* t : removed) EXPECT_TRUE(t->cancelled);
+    EXPECT_EQ(h.size(), 100u);
+    double last = -1;
+    for (Timer* t : drain(h)) {
+        EXPECT_FALSE(t->cancelled);
+        EXPECT_GT(t->when, last);
+        last = t->when;
+    }
+}
+
+TEST(TimerHeap, RemoveCancelledPreservesFifoTies) {
+    auto ts = make_timers(std::vector<double>(30, 1.0));
+    TimerHeap h;
+    for (auto& t : ts) h.push(&t);
+    ts[3].cancelled = ts[17].cancelled = true;
+    h.remove_cancelled([](Timer*) {});
+    auto out = drain(h);
+    ASSERT_EQ(out.size(), 28u);
+    EXPECT_TRUE(std::is_sorted(out.begin(), out.end()));  // Addresses follow insertion order.
+}
+
+TEST(TimerHeap, ClearHandsOverEveryTimer) {
+    auto ts = make_timers({3, 1, 2});
+    TimerHeap h;
+    for (auto& t : ts) h.push(&t);
+    std::vector<Timer*> seen;
+    h.clear([&](Timer* t) { seen.push_back(t); });
+    EXPECT_TRUE(h.empty());
+    EXPECT_EQ(seen.size(), 3u);
+    // The heap is reusable afterwards.
+    h.push(&ts[0]);
+    EXPECT_EQ(h.pop(), &ts[0]);
+}

@@ -1,0 +1,57 @@
+// test_util.hpp: small helpers shared by the C++ tests (fds, pipes, socket pairs, timing).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include <gtest/gtest.h>
+
+namespace cxxloop::test {
+
+/// An owned file descriptor, closed on destruction.
+class Fd {
+public:
+    Fd() = default;
+    explicit Fd(int fd) noexcept : fd_(fd) {}
+    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    Fd& operator=(Fd&& o) noexcept { std::swap(fd_, o.fd_); return *this; }
+    ~Fd() { reset(); }
+    int get() const noexcept { return fd_; }
+    void reset() noexcept { if (fd_ >= 0) ::close(fd_); fd_ = -1; }
+private:
+    int fd_ = -1;
+};
+
+/// A connected, non-blocking AF_UNIX stream socket pair.
+inline std::pair<Fd, Fd> socket_pair() {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    return {Fd(sv[0]), Fd(sv[1])};
+}
+
+/// A non-blocking pipe: {read end, write end}.
+inline std::pair<Fd, Fd> make_pipe() {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    return {Fd(p[0]), Fd(p[1])};
+}
+
+/// Writes one byte to `fd`, failing the test if it does not go through.
+inline void put_byte(int fd) { EXPECT_EQ(::write(fd, "x", 1), 1); }
+
+/// Seconds elapsed on the steady clock since `start`.
+inline double since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// gtest name generator for value-parameterised tests over backend names.
+struct NameParam {
+    std::string operator()(const ::testing::TestParamInfo<const char*>& info) const { return info.param; }
+};
+
+}  // namespace cxxloop::test
