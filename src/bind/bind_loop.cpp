@@ -137,9 +137,11 @@ bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, c
                    PyObject** context) {
     *context = nullptr;
     if (!kwnames) return true;
+    // Keyword names are interned, so identity almost always decides.
+    static PyObject* context_str = PyUnicode_InternFromString("context");
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
         PyObject* key = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+        if (key != context_str && PyUnicode_CompareWithASCIIString(key, "context") != 0) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
             return false;
         }
