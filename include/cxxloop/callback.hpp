@@ -1,6 +1,7 @@
 // callback.hpp: the type-erased unit of work the loop queues and runs.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 
@@ -30,6 +31,7 @@ struct Callback {
 struct Timer : Callback {
     double when = 0.0;       ///< Deadline in seconds on the monotonic clock.
     bool scheduled = false;  ///< True while the timer sits in the heap.
+    size_t heap_index = 0;   ///< Its position in the heap while scheduled (heap-owned).
 };
 
 /// A refcounted Callback (or Timer) that runs a C++ callable. Starts with no

@@ -84,8 +84,9 @@ public:
     }
     /// Puts `t` (with t->when set) into the timer heap (retains it; ignored once closed).
     void call_at(Timer* t);
-    /// Bookkeeping for a timer whose `cancelled` flag the owner has just set.
-    void timer_cancelled(Timer* t) noexcept { if (t->scheduled) ++cancelled_timers_; }
+    /// Takes a timer whose `cancelled` flag the owner has just set out of the heap at
+    /// once and releases it (the caller must hold its own reference).
+    void timer_cancelled(Timer* t) noexcept;
     /// Queues `cb` from any thread and wakes the loop.
     void call_soon_threadsafe(Callback* cb);
     /// Wakes the loop if it is blocked in its poller. Any thread; cheap when awake.
@@ -194,7 +195,6 @@ private:
     std::vector<FdEntry> fds_;
     std::vector<PollEvent> events_;
     size_t nfds_ = 0;
-    size_t cancelled_timers_ = 0;
     bool stopping_ = false;
     bool closed_ = false;
     bool debug_ = false;

@@ -9,9 +9,9 @@
 
 namespace cxxloop {
 
-/// Min-heap of Timer pointers. Equal deadlines pop in insertion order.
-/// Cancelled timers are removed lazily: the loop skips them at the top and
-/// compacts the heap when they dominate (the policy asyncio uses).
+/// Min-heap of Timer pointers. Equal deadlines pop in insertion order. Each timer
+/// knows its position (Timer::heap_index), so a cancelled one is removed at once in
+/// O(log n) instead of lingering, with its memory, until it reaches the top.
 class TimerHeap {
 public:
     size_t size() const noexcept { return items_.size(); }
@@ -25,6 +25,8 @@ public:
     Timer* at(size_t i) const noexcept { return items_[i].timer; }
     /// Removes and returns the earliest timer; the heap must not be empty.
     Timer* pop() noexcept;
+    /// Removes `t`, which must be in this heap.
+    void remove(Timer* t) noexcept;
     /// Removes every cancelled timer, handing each to `sink(Timer*)`, and re-heapifies.
     template <class Sink>
     void remove_cancelled(Sink&& sink) {
@@ -53,6 +55,10 @@ private:
             return when < o.when || (when == o.when && seq < o.seq);
         }
     };
+    void place(size_t i, const Entry& e) noexcept {
+        items_[i] = e;
+        e.timer->heap_index = i;
+    }
     void sift_up(size_t i) noexcept;
     void sift_down(size_t i) noexcept;
     void heapify() noexcept;

@@ -11,8 +11,6 @@ namespace cxxloop {
 namespace {
 // asyncio never sleeps longer than a day in one wait; neither do we.
 constexpr double kMaxWaitSeconds = 24 * 3600.0;
-// Compact the heap when more than half of at least this many timers are cancelled.
-constexpr size_t kMinTimersForCompaction = 100;
 }  // namespace
 
 EventLoop::EventLoop(std::unique_ptr<Poller> poller)
@@ -33,6 +31,15 @@ void EventLoop::call_at(Timer* t) {
     t->retain(t);
     t->scheduled = true;
     timers_.push(t);
+}
+
+void EventLoop::timer_cancelled(Timer* t) noexcept {
+    // asyncio leaves cancelled timers in its heap until they surface (or compacts it
+    // when they dominate); removing them now frees their memory at once instead.
+    if (!t->scheduled) return;
+    timers_.remove(t);
+    t->scheduled = false;
+    t->release(t);
 }
 
 void EventLoop::call_soon_threadsafe(Callback* cb) {
@@ -244,19 +251,11 @@ void EventLoop::dispatch(const PollEvent& ev) {
 }
 
 void EventLoop::drop_cancelled_timers() noexcept {
-    const size_t n = timers_.size();
-    if (n > kMinTimersForCompaction && cancelled_timers_ * 2 > n) {
-        timers_.remove_cancelled([](Timer* t) {
-            t->scheduled = false;
-            t->release(t);
-        });
-        cancelled_timers_ = 0;
-        return;
-    }
+    // Timers cancelled through timer_cancelled() are already gone; this catches
+    // ones whose owner only set the flag.
     while (!timers_.empty() && timers_.top()->cancelled) {
         Timer* t = timers_.pop();
         t->scheduled = false;
-        if (cancelled_timers_) --cancelled_timers_;
         t->release(t);
     }
 }
@@ -267,7 +266,6 @@ void EventLoop::queue_due_timers() noexcept {
     while (!timers_.empty() && timers_.top()->when <= now) {
         Timer* t = timers_.pop();
         t->scheduled = false;
-        if (t->cancelled && cancelled_timers_) --cancelled_timers_;
         ready_.push(t);  // The heap's reference moves to the ready queue.
     }
 }
@@ -323,7 +321,6 @@ void EventLoop::close() noexcept {
         t->scheduled = false;
         t->release(t);
     });
-    cancelled_timers_ = 0;
     // After fork the poller's kernel object is shared with the parent: touching
     // its registrations would change the parent's loop, so only close our fd.
     const bool forked = getpid() != pid_;

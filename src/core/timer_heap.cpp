@@ -12,10 +12,20 @@ void TimerHeap::push(Timer* t) {
 
 Timer* TimerHeap::pop() noexcept {
     Timer* t = items_.front().timer;
-    items_.front() = items_.back();
-    items_.pop_back();
-    if (!items_.empty()) sift_down(0);
+    remove(t);
     return t;
+}
+
+void TimerHeap::remove(Timer* t) noexcept {
+    const size_t i = t->heap_index;
+    const Entry last = items_.back();
+    items_.pop_back();
+    if (i < items_.size()) {
+        // The last entry fills the hole and moves whichever way restores order.
+        place(i, last);
+        sift_down(i);
+        sift_up(items_[i].timer == last.timer ? i : last.timer->heap_index);
+    }
 }
 
 void TimerHeap::sift_up(size_t i) noexcept {
@@ -23,10 +33,10 @@ void TimerHeap::sift_up(size_t i) noexcept {
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         if (!(e < items_[parent])) break;
-        items_[i] = items_[parent];
+        place(i, items_[parent]);
         i = parent;
     }
-    items_[i] = e;
+    place(i, e);
 }
 
 void TimerHeap::sift_down(size_t i) noexcept {
@@ -37,10 +47,10 @@ void TimerHeap::sift_down(size_t i) noexcept {
         if (child >= n) break;
         if (child + 1 < n && items_[child + 1] < items_[child]) ++child;
         if (!(items_[child] < e)) break;
-        items_[i] = items_[child];
+        place(i, items_[child]);
         i = child;
     }
-    items_[i] = e;
+    place(i, e);
 }
 
 void TimerHeap::heapify() noexcept {

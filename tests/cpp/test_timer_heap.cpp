@@ -110,3 +110,23 @@ TEST(TimerHeap, ClearHandsOverEveryTimer) {
     h.push(&ts[0]);
     EXPECT_EQ(h.pop(), &ts[0]);
 }
+
+TEST(TimerHeap, RemoveFromAnywhereKeepsOrder) {
+    TimerHeap heap;
+    std::vector<Timer> timers(200);
+    for (size_t i = 0; i < timers.size(); ++i) {
+        timers[i].when = double((i * 7919) % 200);
+        heap.push(&timers[i]);
+    }
+    for (size_t i = 0; i < timers.size(); i += 3) heap.remove(&timers[i]);
+    double last = -1;
+    size_t n = 0;
+    while (!heap.empty()) {
+        Timer* t = heap.pop();
+        EXPECT_GE(t->when, last);
+        EXPECT_NE((t - timers.data()) % 3, 0);
+        last = t->when;
+        ++n;
+    }
+    EXPECT_EQ(n, timers.size() - (timers.size() + 2) / 3);
+}
