@@ -87,8 +87,8 @@ bool node_run(Callback* cb) noexcept {
     PyObject* args = slot(self, S.args);
     PyObject* ctx = slot(self, S.context);
     if (!callback || !args || !ctx || !PyTuple_Check(args)) return true;
-    // The callback may cancel its own handle, which drops these slots.
-    Py_INCREF(self);
+    // The callback may cancel its own handle, which drops these slots. The handle
+    // itself stays alive: the loop holds a reference until run() returns.
     Py_INCREF(callback);
     Py_INCREF(args);
     Py_INCREF(ctx);
@@ -100,11 +100,11 @@ bool node_run(Callback* cb) noexcept {
     Py_DECREF(callback);
     Py_DECREF(args);
     Py_DECREF(ctx);
-    bool ok = true;
-    if (res) Py_DECREF(res);
-    else ok = report_error(self);
-    Py_DECREF(self);
-    return ok;
+    if (res) {
+        Py_DECREF(res);
+        return true;
+    }
+    return report_error(self);
 }
 
 bool init_node(PyObject* h, Callback* node) {
@@ -116,7 +116,8 @@ bool init_node(PyObject* h, Callback* node) {
     return true;
 }
 
-// Fills the asyncio.Handle slots; returns false with an error set.
+// Fills the asyncio.Handle slots of a fresh handle (all slots null); returns false
+// with an error set.
 bool init_slots(PyObject* h, PyObject* loop, PyObject* callback, PyObject* args, PyObject* context) {
     if (!context || context == Py_None) {
         context = PyContext_CopyCurrent();
@@ -124,12 +125,12 @@ bool init_slots(PyObject* h, PyObject* loop, PyObject* callback, PyObject* args,
     } else {
         Py_INCREF(context);
     }
-    set_slot(h, S.context, context);
-    set_slot(h, S.loop, Py_NewRef(loop));
-    set_slot(h, S.callback, Py_NewRef(callback));
-    set_slot(h, S.args, Py_NewRef(args));
-    set_slot(h, S.cancelled, Py_NewRef(Py_False));
-    set_slot(h, S.repr, Py_NewRef(Py_None));
+    slot(h, S.context) = context;
+    slot(h, S.loop) = Py_NewRef(loop);
+    slot(h, S.callback) = Py_NewRef(callback);
+    slot(h, S.args) = Py_NewRef(args);
+    slot(h, S.cancelled) = Py_NewRef(Py_False);
+    slot(h, S.repr) = Py_NewRef(Py_None);
     PyObject* tb = Py_None;
     if (loop_debug_unchecked(loop) && hooks.extract_stack) {
         tb = PyObject_CallNoArgs(hooks.extract_stack);
@@ -137,7 +138,7 @@ bool init_slots(PyObject* h, PyObject* loop, PyObject* callback, PyObject* args,
     } else {
         Py_INCREF(tb);
     }
-    set_slot(h, S.source_traceback, tb);
+    slot(h, S.source_traceback) = tb;
     return true;
 }
 

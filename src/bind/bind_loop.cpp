@@ -1,5 +1,6 @@
 // bind_loop.cpp: cxxloop._core.Loop, the C base of cxxloop.Loop: argument conversion
 // for the hot scheduling methods and delegation to the core EventLoop.
+#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -132,6 +133,13 @@ EventLoop* checked_core(PyObject* self) {
     return core;
 }
 
+// Whether a keyword name is "context" (names from C callers need not be the
+// interned object, e.g. CPython 3.11's statically allocated identifiers).
+bool is_context_name(PyObject* key) {
+    return PyUnicode_Check(key) && PyUnicode_GET_LENGTH(key) == 7 && PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND &&
+           std::memcmp(PyUnicode_DATA(key), "context", 7) == 0;
+}
+
 // Parses the keyword-only `context=` of the scheduling methods.
 bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, const char* fname,
                    PyObject** context) {
@@ -141,7 +149,7 @@ bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, c
     static PyObject* context_str = PyUnicode_InternFromString("context");
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
         PyObject* key = PyTuple_GET_ITEM(kwnames, i);
-        if (key != context_str && PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+        if (key != context_str && !is_context_name(key)) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
             return false;
         }
