@@ -69,7 +69,8 @@ VERSION = sys.version_info[:2]
 CORE = ['test_tasks', 'test_futures', 'test_futures2', 'test_locks',
         'test_queues', 'test_timeouts', 'test_taskgroups', 'test_context',
         'test_pep492', 'test_waitfor', 'test_threads',
-        'test_eager_task_factory']
+        'test_eager_task_factory', 'test_base_events', 'test_protocols',
+        'test_transports']
 NETWORK = ['test_sock_lowlevel', 'test_server', 'test_streams',
            'test_sendfile', 'test_ssl', 'test_sslproto', 'test_buffered_proto',
            'test_staggered']
