@@ -1,4 +1,4 @@
-// timer_heap.hpp: binary min-heap of timers keyed by (deadline, insertion order).
+// timer_heap.hpp: 4-ary min-heap of timers keyed by (deadline, insertion order).
 #pragma once
 
 #include <cstddef>

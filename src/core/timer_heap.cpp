@@ -28,10 +28,15 @@ void TimerHeap::remove(Timer* t) noexcept {
     }
 }
 
+// The heap is 4-ary: half the depth of a binary heap, and a node's children share
+// one or two cache lines. Every move also updates the timer's heap_index, a write to
+// the timer itself, so fewer levels means fewer scattered writes.
+constexpr size_t kArity = 4;
+
 void TimerHeap::sift_up(size_t i) noexcept {
     Entry e = items_[i];
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
+        size_t parent = (i - 1) / kArity;
         if (!(e < items_[parent])) break;
         place(i, items_[parent]);
         i = parent;
@@ -43,18 +48,22 @@ void TimerHeap::sift_down(size_t i) noexcept {
     const size_t n = items_.size();
     Entry e = items_[i];
     for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= n) break;
-        if (child + 1 < n && items_[child + 1] < items_[child]) ++child;
-        if (!(items_[child] < e)) break;
-        place(i, items_[child]);
-        i = child;
+        size_t first = kArity * i + 1;
+        if (first >= n) break;
+        size_t last = first + kArity < n ? first + kArity : n;
+        size_t best = first;
+        for (size_t c = first + 1; c < last; ++c)
+            if (items_[c] < items_[best]) best = c;
+        if (!(items_[best] < e)) break;
+        place(i, items_[best]);
+        i = best;
     }
     place(i, e);
 }
 
 void TimerHeap::heapify() noexcept {
-    for (size_t i = items_.size() / 2; i-- > 0;) sift_down(i);
+    for (size_t i = items_.size() / kArity + 1; i-- > 0;)
+        if (i < items_.size()) sift_down(i);
 }
 
 }  // namespace cxxloop
