@@ -291,8 +291,24 @@ def _guard(request):
 # Loop fixtures
 
 
+# Areas of the asyncio API that cxxloop does not implement yet. Tests of such an area
+# carry @pytest.mark.cxxloop_pending("<area>"): they run on stock asyncio (so they are
+# checked against the reference now) and are skipped, saying why, on cxxloop's params
+# until the area is removed from this set, when they run on every loop unchanged.
+CXXLOOP_PENDING = {"network", "process"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cxxloop_pending(area): the test needs an area cxxloop does not implement "
+        "yet; its cxxloop params are skipped while the area is listed in CXXLOOP_PENDING")
+
+
 @pytest.fixture(params=LOOP_KINDS)
 def loop_kind(request):
+    marker = request.node.get_closest_marker("cxxloop_pending")
+    if marker and is_cxx(request.param) and marker.args[0] in CXXLOOP_PENDING:
+        pytest.skip(f"cxxloop does not implement {marker.args[0]} yet")
     return request.param
 
 
