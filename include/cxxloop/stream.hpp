@@ -1,0 +1,131 @@
+// stream.hpp: non-blocking byte streams (TCP, Unix sockets, pipes) driven by the loop.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <system_error>
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "cxxloop/loop.hpp"
+
+namespace cxxloop {
+
+/// Bytes handed to Stream::write, owned by the writer until `release(owner)` is
+/// called: once they are all written, or when the stream drops them (abort, error).
+/// A null `release` means the bytes need no release (static or outliving the stream).
+struct WriteChunk {
+    const char* data = nullptr;
+    size_t size = 0;
+    void* owner = nullptr;
+    void (*release)(void* owner) noexcept = nullptr;
+};
+
+/// What a Stream reports to its owner (a transport in the binding, or C++ code).
+/// Every callback may call any Stream method, abort() and close() included, but must
+/// not destroy the Stream: defer that until the callback has returned.
+class StreamHandler {
+public:
+    virtual ~StreamHandler() = default;
+    /// Where the next read goes (`suggested` is a size hint). An empty span skips
+    /// this read; reading resumes at the next readiness event.
+    virtual std::span<char> read_buffer(size_t suggested) noexcept = 0;
+    /// `n` (> 0) bytes were read into the span read_buffer() returned last.
+    virtual void on_read(size_t n) noexcept = 0;
+    /// The peer closed its side; reading has stopped.
+    virtual void on_eof() noexcept = 0;
+    /// A read or write failed; the stream has stopped reading and writing and has
+    /// released its queued chunks.
+    virtual void on_error(std::error_code ec, bool writing) noexcept = 0;
+    /// The write queue went above the high water mark.
+    virtual void on_pause_writing() noexcept {}
+    /// The write queue went down to the low water mark after a pause.
+    virtual void on_resume_writing() noexcept {}
+    /// The write queue became empty after having held data (and, after
+    /// shutdown_write(), the write side has been shut down).
+    virtual void on_drained() noexcept {}
+};
+
+/// A connected, non-blocking fd read and written through the loop. It does not own
+/// the fd: the owner closes it after detach() (or abort()).
+///
+/// Writes are tried at once when nothing is queued; what the kernel does not take is
+/// queued by reference and flushed with one writev/sendmsg per writable event. Flow
+/// control follows asyncio's rule: pause when the queue exceeds the high water mark,
+/// resume when it drops to the low one (defaults 64 KiB and 16 KiB).
+class Stream final : public IoHandler {
+public:
+    /// Wraps `fd` (set non-blocking here). `is_socket` selects sendmsg(MSG_NOSIGNAL)
+    /// over writev, so a vanished peer gives EPIPE rather than SIGPIPE.
+    Stream(EventLoop& loop, int fd, StreamHandler& handler, bool is_socket);
+    ~Stream() override;
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+
+    int fd() const noexcept { return fd_; }
+
+    /// Starts or stops delivering reads. Errors come from registering the fd.
+    std::error_code start_reading();
+    void stop_reading() noexcept;
+    bool reading() const noexcept { return reading_; }
+
+    /// Writes `c`: as much as possible now, the rest queued. Returns the error of an
+    /// immediate write (the stream is then broken and `c` released); would-block is
+    /// not an error. Writing after shutdown_write() or once broken returns EPIPE and
+    /// releases `c`.
+    std::error_code write(WriteChunk c);
+    /// Bytes queued and not yet written.
+    size_t write_buffer_size() const noexcept { return queued_; }
+    /// Sets the water marks (low <= high) and pauses or resumes the writer to match.
+    void set_write_limits(size_t high, size_t low) noexcept;
+    size_t high_water() const noexcept { return high_; }
+    size_t low_water() const noexcept { return low_; }
+    bool writing_paused() const noexcept { return paused_; }
+
+    /// Shuts down the write side (SHUT_WR) once the queue is flushed.
+    std::error_code shutdown_write();
+    bool write_shut() const noexcept { return eof_requested_; }
+
+    /// Drops the write queue (releasing its chunks) and stops watching the fd.
+    void abort() noexcept;
+    /// Stops watching the fd, keeping the queue (to be dropped by the destructor).
+    void detach() noexcept;
+
+    void on_io(int fd, uint32_t events) noexcept override;
+
+private:
+    void update_interest() noexcept;
+    void do_read() noexcept;
+    void do_flush() noexcept;
+    // Writes from the queue until it is empty or the kernel would block. Returns the
+    // error that broke the stream, if any.
+    std::error_code flush_queue() noexcept;
+    ssize_t write_iov(const ::iovec* iov, int n) noexcept;
+    void fail(std::error_code ec, bool writing) noexcept;
+    void drop_queue() noexcept;
+    void maybe_pause() noexcept;
+    void maybe_resume() noexcept;
+
+    EventLoop& loop_;
+    StreamHandler& handler_;
+    int fd_;
+    bool is_socket_;
+    bool reading_ = false;
+    bool watching_write_ = false;
+    uint32_t registered_ = 0;  // Interest currently registered with the loop.
+    bool broken_ = false;
+    bool detached_ = false;
+    bool eof_requested_ = false;
+    bool eof_done_ = false;
+    bool paused_ = false;
+    std::deque<WriteChunk> queue_;
+    size_t front_offset_ = 0;  // Bytes of queue_.front() already written.
+    size_t queued_ = 0;
+    size_t high_ = 64 * 1024;
+    size_t low_ = 16 * 1024;
+};
+
+}  // namespace cxxloop

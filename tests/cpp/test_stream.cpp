@@ -1,0 +1,281 @@
+// test_stream.cpp: Stream reads, writes, flow control, EOF, errors and teardown, per poller.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cxxloop/stream.hpp"
+#include "test_util.hpp"
+
+using namespace cxxloop;
+using namespace cxxloop::test;
+
+namespace {
+
+/// Records what a Stream reports and counts chunk releases.
+struct Recorder : StreamHandler {
+    std::string data;
+    char buf[4096];
+    int eofs = 0, errors = 0, pauses = 0, resumes = 0, drains = 0;
+    std::error_code last_error;
+    bool error_while_writing = false;
+    std::function<void()> on_data_hook;
+
+    std::span<char> read_buffer(size_t) noexcept override { return {buf, sizeof buf}; }
+    void on_read(size_t n) noexcept override {
+        data.append(buf, n);
+        if (on_data_hook) on_data_hook();
+    }
+    void on_eof() noexcept override { ++eofs; }
+    void on_error(std::error_code ec, bool writing) noexcept override {
+        ++errors;
+        last_error = ec;
+        error_while_writing = writing;
+    }
+    void on_pause_writing() noexcept override { ++pauses; }
+    void on_resume_writing() noexcept override { ++resumes; }
+    void on_drained() noexcept override { ++drains; }
+};
+
+/// A chunk over a std::string owned by the test, counting its release.
+struct Owned {
+    std::string bytes;
+    int released = 0;
+    WriteChunk chunk() {
+        return {bytes.data(), bytes.size(), this, [](void* o) noexcept { ++static_cast<Owned*>(o)->released; }};
+    }
+};
+
+/// Reads everything available from a non-blocking fd.
+std::string drain_fd(int fd) {
+    std::string out;
+    char b[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, b, sizeof b);
+        if (n <= 0) break;
+        out.append(b, size_t(n));
+    }
+    return out;
+}
+
+/// A connected TCP pair over the loopback interface.
+std::pair<Fd, Fd> tcp_pair() {
+    Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(listener.get(), 1), 0);
+    EXPECT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    EXPECT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    Fd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    return {std::move(server), std::move(client)};
+}
+
+class StreamTest : public ::testing::TestWithParam<const char*> {
+protected:
+    EventLoop loop{make_poller(GetParam())};
+    // Runs iterations until `done()` or `max` iterations passed (each waits at most 10 ms).
+    template <class Pred>
+    bool run_until(Pred done, int max = 500) {
+        for (int i = 0; i < max && !done(); ++i) {
+            auto guard = loop.call_later(0.01, [] {});
+            loop.run_once();
+        }
+        return done();
+    }
+};
+
+TEST_P(StreamTest, ReadsUntilEof) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_EQ(::write(b.get(), "hello", 5), 5);
+    ASSERT_TRUE(run_until([&] { return rec.data == "hello"; }));
+    ::shutdown(b.get(), SHUT_WR);
+    ASSERT_TRUE(run_until([&] { return rec.eofs == 1; }));
+    EXPECT_FALSE(s.reading());
+    EXPECT_EQ(rec.errors, 0);
+}
+
+TEST_P(StreamTest, PausedReadingDeliversNothingUntilResumed) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    ASSERT_EQ(::write(b.get(), "abc", 3), 3);
+    run_until([] { return false; }, 3);
+    EXPECT_EQ(rec.data, "");
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_TRUE(run_until([&] { return rec.data == "abc"; }));
+    s.stop_reading();
+    ASSERT_EQ(::write(b.get(), "def", 3), 3);
+    run_until([] { return false; }, 3);
+    EXPECT_EQ(rec.data, "abc");
+}
+
+TEST_P(StreamTest, WriteGoesOutAtOnceWithoutTheLoopRunning) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    Owned o{"ping"};
+    ASSERT_FALSE(s.write(o.chunk()));
+    EXPECT_EQ(o.released, 1);
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    EXPECT_EQ(drain_fd(b.get()), "ping");
+}
+
+TEST_P(StreamTest, BackPressureQueuesPausesFlushesAndResumes) {
+    auto [a, b] = socket_pair();
+    int small = 4096;
+    ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    s.set_write_limits(64 * 1024, 16 * 1024);
+    std::vector<Owned> chunks(64);
+    for (size_t i = 0; i < chunks.size(); ++i) {
+        chunks[i].bytes.assign(8192, char('a' + i % 26));
+        ASSERT_FALSE(s.write(chunks[i].chunk()));
+    }
+    EXPECT_GT(s.write_buffer_size(), 64u * 1024);
+    EXPECT_TRUE(s.writing_paused());
+    EXPECT_EQ(rec.pauses, 1);
+    std::string received;
+    ASSERT_TRUE(run_until([&] {
+        received += drain_fd(b.get());
+        return s.write_buffer_size() == 0 && received.size() == 64u * 8192;
+    }, 5000));
+    EXPECT_EQ(rec.resumes, 1);
+    EXPECT_FALSE(s.writing_paused());
+    EXPECT_EQ(rec.drains, 1);
+    for (auto& c : chunks) EXPECT_EQ(c.released, 1);
+    for (size_t i = 0; i < chunks.size(); ++i) EXPECT_EQ(received[i * 8192], char('a' + i % 26)) << i;
+}
+
+TEST_P(StreamTest, ShutdownWriteWaitsForTheQueue) {
+    auto [a, b] = socket_pair();
+    int small = 4096;
+    ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    Owned big{std::string(200000, 'z')};
+    ASSERT_FALSE(s.write(big.chunk()));
+    ASSERT_GT(s.write_buffer_size(), 0u);
+    ASSERT_FALSE(s.shutdown_write());
+    Owned late{"late"};
+    EXPECT_EQ(s.write(late.chunk()), std::errc::broken_pipe);
+    EXPECT_EQ(late.released, 1);
+    std::string received;
+    char b1[65536];
+    ASSERT_TRUE(run_until([&] {
+        for (;;) {
+            ssize_t n = ::read(b.get(), b1, sizeof b1);
+            if (n == 0) return true;  // EOF: the write side was shut down after the data.
+            if (n < 0) return false;
+            received.append(b1, size_t(n));
+        }
+    }, 5000));
+    EXPECT_EQ(received.size(), big.bytes.size());
+    EXPECT_EQ(big.released, 1);
+}
+
+TEST_P(StreamTest, WriteToAVanishedPeerFailsWithoutSigpipe) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    b.reset();
+    Owned o{"x"};
+    std::error_code ec = s.write(o.chunk());
+    EXPECT_EQ(ec, std::errc::broken_pipe);
+    EXPECT_EQ(o.released, 1);
+    EXPECT_EQ(rec.errors, 1);
+    EXPECT_TRUE(rec.error_while_writing);
+    Owned again{"y"};
+    EXPECT_EQ(s.write(again.chunk()), std::errc::broken_pipe);
+    EXPECT_EQ(again.released, 1);
+    EXPECT_EQ(rec.errors, 1);  // Reported once.
+}
+
+TEST_P(StreamTest, ResetPeerIsAReadError) {
+    auto [a, b] = tcp_pair();
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    ASSERT_FALSE(s.start_reading());
+    linger hard{1, 0};  // close() then sends RST instead of FIN.
+    ASSERT_EQ(::setsockopt(b.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard), 0);
+    b.reset();
+    ASSERT_TRUE(run_until([&] { return rec.eofs + rec.errors > 0; }));
+    EXPECT_EQ(rec.errors, 1);
+    EXPECT_EQ(rec.last_error, std::errc::connection_reset);
+    EXPECT_FALSE(rec.error_while_writing);
+    EXPECT_EQ(loop.fd_count(), 0u);
+}
+
+TEST_P(StreamTest, AbortReleasesTheQueueAndStopsWatching) {
+    auto [a, b] = socket_pair();
+    int small = 4096;
+    ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    ASSERT_FALSE(s.start_reading());
+    Owned big{std::string(300000, 'q')};
+    ASSERT_FALSE(s.write(big.chunk()));
+    ASSERT_GT(s.write_buffer_size(), 0u);
+    s.abort();
+    EXPECT_EQ(big.released, 1);
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    EXPECT_EQ(loop.fd_count(), 0u);
+}
+
+TEST_P(StreamTest, CallbacksMayAbortTheStream) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    Stream s(loop, a.get(), rec, true);
+    rec.on_data_hook = [&] { s.abort(); };
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_EQ(::write(b.get(), "bye", 3), 3);
+    ASSERT_TRUE(run_until([&] { return rec.data == "bye"; }));
+    EXPECT_EQ(loop.fd_count(), 0u);
+    Owned o{"after"};
+    EXPECT_EQ(s.write(o.chunk()), std::errc::broken_pipe);
+    EXPECT_EQ(o.released, 1);
+}
+
+TEST_P(StreamTest, PipesUseWritevAndReportEofOnClose) {
+    auto [r, w] = make_pipe();
+    Recorder reader, writer;
+    Stream in(loop, r.get(), reader, false);
+    Stream out(loop, w.get(), writer, false);
+    ASSERT_FALSE(in.start_reading());
+    Owned o{"through a pipe"};
+    ASSERT_FALSE(out.write(o.chunk()));
+    ASSERT_TRUE(run_until([&] { return reader.data == "through a pipe"; }));
+    out.detach();
+    w.reset();
+    ASSERT_TRUE(run_until([&] { return reader.eofs == 1; }));
+}
+
+TEST_P(StreamTest, DestroyingReleasesQueuedChunks) {
+    auto [a, b] = socket_pair();
+    int small = 4096;
+    ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    Recorder rec;
+    Owned big{std::string(300000, 'd')};
+    {
+        Stream s(loop, a.get(), rec, true);
+        ASSERT_FALSE(s.write(big.chunk()));
+        ASSERT_GT(s.write_buffer_size(), 0u);
+    }
+    EXPECT_EQ(big.released, 1);
+    EXPECT_EQ(loop.fd_count(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StreamTest, ::testing::Values("epoll", "poll", "select"), NameParam());
+
+}  // namespace
