@@ -10,6 +10,7 @@ raise NotImplementedError.
 """
 
 import asyncio
+import os
 import selectors
 import socket
 import sys
@@ -51,6 +52,22 @@ def _extract_stack():
 
 
 _core._set_hooks(_report_callback_error, _extract_stack)
+
+# Every live loop, so a forked child can give each its own kernel objects: an epoll
+# set shared with the parent would let one process consume the other's events.
+_live_loops = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for loop in list(_live_loops):
+        try:
+            loop._after_fork()
+        except Exception:  # A loop that cannot recover fails when it is next used.
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _run_unless_cancelled(handle):
@@ -110,6 +127,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         elif poller is not None and not isinstance(poller, str):
             raise TypeError(f"poller must be a backend name or None, got {poller!r}")
         self._init_core(poller)
+        _live_loops.add(self)
         self._thread_id = None
         self._clock_resolution = time.get_clock_info("monotonic").resolution
         self._default_executor = None
