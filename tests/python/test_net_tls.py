@@ -1,0 +1,406 @@
+"""TLS: ssl= on create_connection / create_server / unix variants, start_tls,
+handshake timeout, EOF handling (PITFALLS 7).  The certificate is a
+self-signed one made for the test run (see nethelpers.cert_files)."""
+
+import asyncio
+import socket
+import ssl
+
+import pytest
+
+from conftest import run_briefly
+from nethelpers import (
+    HOST, EchoProtocol, RecordingProtocol, client_ssl_context, payload, run, run_until,
+    server_ssl_context,
+)
+
+pytestmark = pytest.mark.cxxloop_pending("network")
+
+
+class Registry(list):
+    def factory(self, loop, cls=RecordingProtocol):
+        def make():
+            p = cls(loop)
+            self.append(p)
+            return p
+        return make
+
+
+def tls_server(loop, factory, **kw):
+    return run(loop, loop.create_server(factory, HOST, 0, ssl=server_ssl_context(), **kw))
+
+
+def tls_connect(loop, server, pr, **kw):
+    kw.setdefault("ssl", client_ssl_context())
+    kw.setdefault("server_hostname", "localhost")
+    port = server.sockets[0].getsockname()[1]
+    tr, _ = run(loop, loop.create_connection(lambda: pr, HOST, port, **kw))
+    return tr
+
+
+def close_server(loop, server):
+    server.close()
+    run(loop, server.wait_closed())
+
+
+def test_tls_echo_and_extra_info(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    cctx = client_ssl_context()
+    try:
+        tr = tls_connect(loop, server, pr, ssl=cctx)
+        assert isinstance(tr, asyncio.Transport)
+        assert tr.get_extra_info("sslcontext") is cctx
+        sslobj = tr.get_extra_info("ssl_object")
+        assert isinstance(sslobj, (ssl.SSLObject, ssl.SSLSocket))
+        peercert = tr.get_extra_info("peercert")
+        assert isinstance(peercert, dict)
+        assert (("commonName", "localhost"),) in peercert["subject"]
+        cipher = tr.get_extra_info("cipher")
+        assert isinstance(cipher, tuple) and len(cipher) == 3
+        assert tr.get_extra_info("peername") == server.sockets[0].getsockname()
+        sock = tr.get_extra_info("socket")
+        assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
+        assert tr.can_write_eof() is False
+        with pytest.raises(NotImplementedError):
+            tr.write_eof()
+
+        run_until(loop, lambda: srv and srv[0].transport)
+        st = srv[0].transport
+        assert isinstance(st, asyncio.Transport)
+        assert st.get_extra_info("sslcontext") is not None
+        assert st.get_extra_info("peercert") is None  # the client sent none
+        assert st.get_extra_info("peername") == tr.get_extra_info("sockname")
+
+        tr.write(b"hello over tls")
+        run_until(loop, lambda: bytes(srv[0].data) == b"hello over tls")
+        st.write(b"and back")
+        run_until(loop, lambda: bytes(pr.data) == b"and back")
+
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+        assert pr.exc is None
+        assert srv[0].exc is None
+        assert "eof" in srv[0].events
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_large_payload_echo(loop):
+    server = tls_server(loop, EchoProtocol)
+    data = payload(2 * 1024 * 1024, seed=9)
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        tr.write(data)
+        run_until(loop, lambda: pr.nbytes >= len(data), timeout=10)
+        assert bytes(pr.data) == data
+        tr.close()
+        run_until(loop, lambda: pr.lost)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_server_closes_client_sees_eof(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tls_connect(loop, server, pr)
+        run_until(loop, lambda: srv and srv[0].transport)
+        srv[0].transport.write(b"goodbye")
+        srv[0].transport.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+        assert bytes(pr.data) == b"goodbye"
+        assert pr.events[-2:] == ["eof", "lost"]
+        assert pr.exc is None
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_verification_failure(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    made = []
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            run(loop, loop.create_connection(
+                    lambda: made.append(1), HOST, server.sockets[0].getsockname()[1],
+                    ssl=ssl.create_default_context(), server_hostname="localhost"))
+        # (asyncio calls protocol_factory before the handshake, so whether it
+        # was called is not pinned here.)
+        run_briefly(loop, 5)
+        # The server never gets an application-level connection.
+        assert all(not p.data for p in srv)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_hostname_mismatch(loop):
+    server = tls_server(loop, asyncio.Protocol)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            run(loop, loop.create_connection(
+                asyncio.Protocol, HOST, server.sockets[0].getsockname()[1],
+                ssl=client_ssl_context(), server_hostname="not-localhost.example"))
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_handshake_timeout(loop):
+    # A TCP server that never speaks TLS.
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+    try:
+        t0 = loop.time()
+        with pytest.raises(ConnectionAbortedError, match="SSL handshake is taking longer than"):
+            run(loop, loop.create_connection(
+                asyncio.Protocol, *ls.getsockname(), ssl=client_ssl_context(),
+                server_hostname="localhost", ssl_handshake_timeout=0.2))
+        assert loop.time() - t0 < 5
+        ls.settimeout(1)
+        conn, _ = ls.accept()
+        conn.close()
+    finally:
+        ls.close()
+
+
+def test_tls_server_handshake_timeout_closes_silent_client(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop), ssl_handshake_timeout=0.2)
+    c = socket.create_connection(server.sockets[0].getsockname())
+    try:
+        c.settimeout(5)
+
+        async def read_eof():
+            c.setblocking(False)
+            while True:
+                try:
+                    chunk = await loop.sock_recv(c, 100)
+                except ConnectionResetError:
+                    return b""
+                if not chunk:
+                    return chunk
+
+        assert run(loop, read_eof()) == b""
+        assert all(not p.data for p in srv)
+    finally:
+        c.close()
+        close_server(loop, server)
+
+
+def test_tls_unclean_close_calls_eof_received(loop):
+    # PITFALLS 7: the peer drops TCP without a TLS close_notify.
+    class AbortAfterReply(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(b"reply:" + data)
+            self.transport.abort()
+
+    server = tls_server(loop, AbortAfterReply)
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        tr.write(b"ping")
+        run_until(loop, lambda: pr.lost)
+        assert bytes(pr.data) == b"reply:ping"
+        assert "eof" in pr.events
+        assert pr.events[-2:] == ["eof", "lost"]
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_data_buffered_while_paused_comes_before_eof(loop):
+    # PITFALLS 7: data that arrived while reading was paused is not lost at EOF.
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    data = payload(300_000, seed=2)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: srv and srv[0].transport)
+        tr.pause_reading()
+        assert not tr.is_reading()
+        srv[0].transport.write(data)
+        srv[0].transport.close()
+        # (The server's TLS shutdown waits for the client's close_notify,
+        # which the client sends only once it has read the server's.)
+        loop.run_until_complete(asyncio.sleep(0.2))
+        assert pr.events == ["made"]
+        tr.resume_reading()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+        assert bytes(pr.data) == data
+        assert pr.events[-2:] == ["eof", "lost"]
+        assert pr.exc is None
+    finally:
+        if not pr.lost:
+            tr.abort()
+            run_until(loop, lambda: pr.lost)
+        close_server(loop, server)
+
+
+def test_tls_close_inside_data_received(loop):
+    class CloseOnData(RecordingProtocol):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.close()
+
+    server = tls_server(loop, EchoProtocol)
+    pr = CloseOnData(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        tr.write(b"x")
+        run_until(loop, lambda: pr.lost)
+        assert pr.exc is None
+        assert pr.events.count("lost") == 1
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_abort_client(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: srv and srv[0].transport)
+        tr.abort()
+        assert tr.is_closing()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+        assert pr.exc is None
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_over_unix_socket(loop, tmp_path):
+    path = str(tmp_path / "tls.sock")
+    server = run(loop, loop.create_unix_server(EchoProtocol, path, ssl=server_ssl_context()))
+    pr = RecordingProtocol(loop)
+    try:
+        tr, _ = run(loop, loop.create_unix_connection(
+            lambda: pr, path, ssl=client_ssl_context(), server_hostname="localhost"))
+        assert tr.get_extra_info("peercert") is not None
+        tr.write(b"unix tls")
+        run_until(loop, lambda: bytes(pr.data) == b"unix tls")
+        tr.close()
+        run_until(loop, lambda: pr.lost)
+    finally:
+        close_server(loop, server)
+
+
+# --------------------------------------------------------------------------
+# start_tls
+
+
+def test_start_tls_upgrade(loop):
+    srv = Registry()
+    server = run(loop, loop.create_server(srv.factory(loop), HOST, 0))
+    pr = RecordingProtocol(loop)
+
+    async def main():
+        port = server.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(lambda: pr, HOST, port)
+        while not (srv and srv[0].transport):
+            await asyncio.sleep(0.001)
+        sp = srv[0]
+        tr.write(b"plain")
+        while bytes(sp.data) != b"plain":
+            await asyncio.sleep(0.001)
+        cctx = client_ssl_context()
+        ctr, str_ = await asyncio.gather(
+            loop.start_tls(tr, pr, cctx, server_hostname="localhost"),
+            loop.start_tls(sp.transport, sp, server_ssl_context(), server_side=True),
+        )
+        assert isinstance(ctr, asyncio.Transport) and ctr is not tr
+        assert ctr.get_extra_info("sslcontext") is cctx
+        assert ctr.get_extra_info("peercert") is not None
+        ctr.write(b"secret")
+        while bytes(sp.data) != b"plainsecret":
+            await asyncio.sleep(0.001)
+        str_.write(b"secret back")
+        while bytes(pr.data) != b"secret back":
+            await asyncio.sleep(0.001)
+        ctr.close()
+        while not (pr.lost and sp.lost):
+            await asyncio.sleep(0.001)
+
+    try:
+        run(loop, main())
+        assert pr.exc is None
+    finally:
+        close_server(loop, server)
+
+
+def test_start_tls_bad_arguments(loop):
+    srv = Registry()
+    server = run(loop, loop.create_server(srv.factory(loop), HOST, 0))
+    pr = RecordingProtocol(loop)
+    dpr = asyncio.DatagramProtocol()
+
+    async def main():
+        tr, _ = await loop.create_connection(lambda: pr, *server.sockets[0].getsockname())
+        dtr, _ = await loop.create_datagram_endpoint(lambda: dpr, local_addr=(HOST, 0))
+        try:
+            with pytest.raises(TypeError, match="sslcontext is expected to be an instance of ssl.SSLContext"):
+                await loop.start_tls(tr, pr, object())
+            with pytest.raises(TypeError, match="is not supported by start_tls"):
+                await loop.start_tls(dtr, dpr, client_ssl_context())
+        finally:
+            tr.close()
+            dtr.close()
+        while not pr.lost:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+
+    try:
+        run(loop, main())
+        run_until(loop, lambda: srv and srv[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_bad_arguments(loop, tmp_path):
+    ctx = client_ssl_context()
+
+    async def main():
+        s = socket.socket()
+        try:
+            with pytest.raises(ValueError, match="You must set server_hostname when using ssl without a host"):
+                await loop.create_connection(asyncio.Protocol, sock=s, ssl=ctx)
+        finally:
+            s.close()
+        with pytest.raises(ValueError, match="you have to pass server_hostname when using ssl"):
+            await loop.create_unix_connection(asyncio.Protocol, str(tmp_path / "x"), ssl=ctx)
+
+    run(loop, main())
+
+
+def test_tls_timeouts_must_be_positive(loop):
+    # (Checked through start_tls: stock asyncio validates these only after
+    # connecting, and create_connection then leaks the connected socket.)
+    srv = Registry()
+    server = run(loop, loop.create_server(srv.factory(loop), HOST, 0))
+    pr = RecordingProtocol(loop)
+
+    async def main():
+        tr, _ = await loop.create_connection(lambda: pr, *server.sockets[0].getsockname())
+        try:
+            with pytest.raises(ValueError, match="ssl_handshake_timeout should be a positive number"):
+                await loop.start_tls(tr, pr, client_ssl_context(), server_hostname="localhost",
+                                     ssl_handshake_timeout=0)
+            with pytest.raises(ValueError, match="ssl_shutdown_timeout should be a positive number"):
+                await loop.start_tls(tr, pr, client_ssl_context(), server_hostname="localhost",
+                                     ssl_shutdown_timeout=-1)
+            assert not tr.is_closing()
+        finally:
+            tr.close()
+
+    try:
+        run(loop, main())
+        run_until(loop, lambda: pr.lost and srv and srv[0].lost)
+    finally:
+        close_server(loop, server)
