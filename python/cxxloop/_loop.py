@@ -19,7 +19,7 @@ import time
 import warnings
 import weakref
 
-from asyncio import base_events, coroutines, events, format_helpers, unix_events
+from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
 
 from . import _core
 
@@ -332,7 +332,39 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             self._csock_.close()
             self._ssock = self._csock_ = None
 
-    # --- not implemented yet: networking, pipes and subprocesses ----------------------------------
+    # --- the sock_* API: asyncio's own, over the engine's fd watching ----------------------------
+    # The running interpreter's selector-loop implementation, unchanged: it only needs
+    # _add_reader/_add_writer (C++ here) and the public fd-watching methods. A C++ fast
+    # path for these is tracked by the network issue.
+
+    _Sel = selector_events.BaseSelectorEventLoop
+    sock_recv = _Sel.sock_recv
+    _sock_recv = _Sel._sock_recv
+    _sock_read_done = _Sel._sock_read_done
+    sock_recv_into = _Sel.sock_recv_into
+    _sock_recv_into = _Sel._sock_recv_into
+    sock_recvfrom = _Sel.sock_recvfrom
+    _sock_recvfrom = _Sel._sock_recvfrom
+    sock_recvfrom_into = _Sel.sock_recvfrom_into
+    _sock_recvfrom_into = _Sel._sock_recvfrom_into
+    sock_sendall = _Sel.sock_sendall
+    _sock_sendall = _Sel._sock_sendall
+    sock_sendto = _Sel.sock_sendto
+    _sock_sendto = _Sel._sock_sendto
+    _sock_write_done = _Sel._sock_write_done
+    sock_connect = _Sel.sock_connect
+    _sock_connect = _Sel._sock_connect
+    _sock_connect_cb = _Sel._sock_connect_cb
+    sock_accept = _Sel.sock_accept
+    _sock_accept = _Sel._sock_accept
+    _Unix = unix_events._UnixSelectorEventLoop
+    _sock_sendfile_native = _Unix._sock_sendfile_native
+    _sock_sendfile_native_impl = _Unix._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
+    del _Sel, _Unix
+
+    # --- not implemented yet: transports, servers, pipes and subprocesses --------------------------
 
     _NET = "networking is tracked by the network issue"
     _PROC = "processes, pipes and signals are tracked by the process issue"
@@ -344,15 +376,6 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     connect_accepted_socket = _not_implemented("connect_accepted_socket", _NET)
     start_tls = _not_implemented("start_tls", _NET)
     sendfile = _not_implemented("sendfile", _NET)
-    sock_recv = _not_implemented("sock_recv", _NET)
-    sock_recv_into = _not_implemented("sock_recv_into", _NET)
-    sock_recvfrom = _not_implemented("sock_recvfrom", _NET)
-    sock_recvfrom_into = _not_implemented("sock_recvfrom_into", _NET)
-    sock_sendall = _not_implemented("sock_sendall", _NET)
-    sock_sendto = _not_implemented("sock_sendto", _NET)
-    sock_connect = _not_implemented("sock_connect", _NET)
-    sock_accept = _not_implemented("sock_accept", _NET)
-    sock_sendfile = _not_implemented("sock_sendfile", _NET)
     connect_read_pipe = _not_implemented("connect_read_pipe", _PROC)
     connect_write_pipe = _not_implemented("connect_write_pipe", _PROC)
     subprocess_exec = _not_implemented("subprocess_exec", _PROC)

@@ -8,7 +8,6 @@ import pytest
 
 from nethelpers import HOST, HOST6, has_ipv6, loopback_ifname, needs_ipv6, run
 
-pytestmark = pytest.mark.cxxloop_pending("network")
 
 
 def norm(infos):
