@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 
@@ -94,18 +95,15 @@ class _QueueView:
         return f"<{len(self)} queued>"
 
 
-def _not_implemented(name, issue):
-    def method(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"cxxloop does not implement loop.{name}() yet ({issue}); "
-            f"see the compatibility table in cxxloop's README")
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    return method
+class _SelectorLoopParts:
+    """Methods of asyncio's selector loop that cxxloop uses as they are (see below)."""
 
 
-class Loop(_core.Loop, base_events.BaseEventLoop):
+class _UnixLoopParts(_SelectorLoopParts):
+    """Methods of asyncio's Unix selector loop that cxxloop uses as they are."""
+
+
+class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
     """An asyncio event loop whose engine is written in C++ (readiness-based).
 
     With no ``selector`` it waits on the engine's native poller: ``poller`` picks
@@ -122,7 +120,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                     f"selector must be a selectors.BaseSelector or None, got {selector!r}")
             if poller is not None:
                 raise TypeError("pass either selector or poller, not both")
-            self._selector = selector
+            self._py_selector = selector
             poller = selector
         elif poller is not None and not isinstance(poller, str):
             raise TypeError(f"poller must be a backend name or None, got {poller!r}")
@@ -142,6 +140,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         self._old_agen_hooks = None
         self._transports = weakref.WeakValueDictionary()
         self._signal_handlers = {}
+        self._unix_server_sockets = {}
         self._ssock = self._csock_ = None
         self.set_debug(coroutines._is_debug_mode())
 
@@ -332,55 +331,79 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             self._csock_.close()
             self._ssock = self._csock_ = None
 
-    # --- the sock_* API: asyncio's own, over the engine's fd watching ----------------------------
-    # The running interpreter's selector-loop implementation, unchanged: it only needs
-    # _add_reader/_add_writer (C++ here) and the public fd-watching methods. A C++ fast
-    # path for these is tracked by the network issue.
+    @property
+    def _selector(self):
+        """What asyncio's transports read for their repr: a view of the fd registrations."""
+        if self.is_closed():
+            return None  # As asyncio's selector loop, which drops its selector on close().
+        return self.__dict__.get("_py_selector") or _SelectorView(self)
 
-    _Sel = selector_events.BaseSelectorEventLoop
-    sock_recv = _Sel.sock_recv
-    _sock_recv = _Sel._sock_recv
-    _sock_read_done = _Sel._sock_read_done
-    sock_recv_into = _Sel.sock_recv_into
-    _sock_recv_into = _Sel._sock_recv_into
-    sock_recvfrom = _Sel.sock_recvfrom
-    _sock_recvfrom = _Sel._sock_recvfrom
-    sock_recvfrom_into = _Sel.sock_recvfrom_into
-    _sock_recvfrom_into = _Sel._sock_recvfrom_into
-    sock_sendall = _Sel.sock_sendall
-    _sock_sendall = _Sel._sock_sendall
-    sock_sendto = _Sel.sock_sendto
-    _sock_sendto = _Sel._sock_sendto
-    _sock_write_done = _Sel._sock_write_done
-    sock_connect = _Sel.sock_connect
-    _sock_connect = _Sel._sock_connect
-    _sock_connect_cb = _Sel._sock_connect_cb
-    sock_accept = _Sel.sock_accept
-    _sock_accept = _Sel._sock_accept
-    _Unix = unix_events._UnixSelectorEventLoop
-    _sock_sendfile_native = _Unix._sock_sendfile_native
-    _sock_sendfile_native_impl = _Unix._sock_sendfile_native_impl
-    _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
-    _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
-    del _Sel, _Unix
+    @_selector.setter
+    def _selector(self, selector):
+        self.__dict__["_py_selector"] = selector
 
-    # --- not implemented yet: transports, servers, pipes and subprocesses --------------------------
 
-    _NET = "networking is tracked by the network issue"
-    _PROC = "processes, pipes and signals are tracked by the process issue"
-    create_connection = _not_implemented("create_connection", _NET)
-    create_server = _not_implemented("create_server", _NET)
-    create_unix_connection = _not_implemented("create_unix_connection", _NET)
-    create_unix_server = _not_implemented("create_unix_server", _NET)
-    create_datagram_endpoint = _not_implemented("create_datagram_endpoint", _NET)
-    connect_accepted_socket = _not_implemented("connect_accepted_socket", _NET)
-    start_tls = _not_implemented("start_tls", _NET)
-    sendfile = _not_implemented("sendfile", _NET)
-    connect_read_pipe = _not_implemented("connect_read_pipe", _PROC)
-    connect_write_pipe = _not_implemented("connect_write_pipe", _PROC)
-    subprocess_exec = _not_implemented("subprocess_exec", _PROC)
-    subprocess_shell = _not_implemented("subprocess_shell", _PROC)
-    del _NET, _PROC
+class _SelectorView:
+    """Answers get_key()/get_map() like a selector, from the engine's registrations."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        reader, writer = self._loop._reader_handle(fd), self._loop._writer_handle(fd)
+        if reader is None and writer is None:
+            raise KeyError(f"{fd!r} is not registered")
+        events = (selectors.EVENT_READ if reader is not None else 0) | (
+            selectors.EVENT_WRITE if writer is not None else 0)
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+
+# Transports, servers, pipes, subprocesses and the sock_* API: until the C++ transports
+# land (network and process issues), these are the running interpreter's own
+# selector-loop implementations, unchanged. They need only what the engine provides
+# (_add_reader/_add_writer and friends, call_soon, timers), so they behave exactly as
+# the stock loop's do, on top of the C++ scheduler and poller.
+_FROM_SELECTOR_LOOP = (
+    "_make_socket_transport", "_make_ssl_transport", "_make_datagram_transport",
+    "_start_serving", "_accept_connection", "_accept_connection2", "_stop_serving",
+    "_sendfile_native",
+    "sock_recv", "_sock_recv", "_sock_read_done", "sock_recv_into", "_sock_recv_into",
+    "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
+    "sock_sendall", "_sock_sendall", "sock_sendto", "_sock_sendto", "_sock_write_done",
+    "sock_connect", "_sock_connect", "_sock_connect_cb", "sock_accept", "_sock_accept",
+)
+_FROM_UNIX_LOOP = (
+    "create_unix_connection", "create_unix_server", "_stop_serving",
+    "_make_read_pipe_transport", "_make_write_pipe_transport",
+    "_make_subprocess_transport", "_child_watcher_callback",
+    "_sock_sendfile_native", "_sock_sendfile_native_impl",
+    "_sock_sendfile_update_filepos", "_sock_add_cancellation_callback",
+)
+
+
+def _install(target, source, names):
+    """Copies source's own functions into target. A function that uses zero-argument
+    super() gets its __class__ cell pointed at target, so super() continues along
+    Loop's MRO (from the Unix part to the selector part) as it did in asyncio's."""
+    for name in names:
+        func = source.__dict__.get(name)
+        if func is None:
+            continue
+        if "__class__" in func.__code__.co_freevars:
+            cells = tuple(
+                types.CellType(target) if var == "__class__" else cell
+                for var, cell in zip(func.__code__.co_freevars, func.__closure__))
+            func = types.FunctionType(func.__code__, func.__globals__, func.__name__,
+                                      func.__defaults__, cells)
+            func.__kwdefaults__ = source.__dict__[name].__kwdefaults__
+        setattr(target, name, func)
+
+
+_install(_SelectorLoopParts, selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)
+_install(_UnixLoopParts, unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
 
 
 # asyncio's EventLoop is its SelectorEventLoop on Unix; ours are one class too.

@@ -295,7 +295,7 @@ def _guard(request):
 # carry @pytest.mark.cxxloop_pending("<area>"): they run on stock asyncio (so they are
 # checked against the reference now) and are skipped, saying why, on cxxloop's params
 # until the area is removed from this set, when they run on every loop unchanged.
-CXXLOOP_PENDING = {"network", "process"}
+CXXLOOP_PENDING = set()  # "network" and "process" landed as asyncio's own transports.
 
 
 def pytest_configure(config):
