@@ -25,9 +25,4 @@ NB_MODULE(_core, m) {
     if (!init_handles(m.ptr()) || !init_loop(m.ptr())) throw nb::python_error();
     m.def("_set_hooks", &set_hooks, nb::arg("report_callback_error"), nb::arg("extract_stack"),
           "Install the Python helpers the engine calls (error reports, debug tracebacks).");
-    m.def("_pollers", []() {
-        nb::list names;
-        for (const char* n : {"epoll", "poll", "select"}) names.append(n);
-        return names;
-    }, "The poller backends this build has.");
 }

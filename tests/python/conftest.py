@@ -368,6 +368,17 @@ def loop_factory(loop_kind, _guard):
 # Helpers used by several test modules
 
 
+def run_until(loop, pred, timeout=5.0, what="condition"):
+    """Run the loop until pred() is true, failing after `timeout` seconds."""
+    async def wait():
+        deadline = loop.time() + timeout
+        while not pred():
+            if loop.time() > deadline:
+                raise AssertionError(f"{what} not reached within {timeout}s")
+            await asyncio.sleep(0.001)
+    loop.run_until_complete(wait())
+
+
 def run_briefly(loop, iterations=1):
     """Run `iterations` loop iterations (stop() before run_forever = one)."""
     for _ in range(iterations):

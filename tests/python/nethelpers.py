@@ -19,6 +19,8 @@ import tempfile
 
 import pytest
 
+from conftest import run_until  # noqa: F401  (re-exported for the network tests)
+
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
 
@@ -55,17 +57,6 @@ def loopback_ifname():
 
 # --------------------------------------------------------------------------
 # Waiting
-
-
-def run_until(loop, pred, timeout=5.0, what="condition"):
-    """Run the loop until pred() is true (bounded)."""
-    async def wait():
-        deadline = loop.time() + timeout
-        while not pred():
-            if loop.time() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout}s")
-            await asyncio.sleep(0.001)
-    loop.run_until_complete(wait())
 
 
 def run(loop, coro, timeout=10.0):

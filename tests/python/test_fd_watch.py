@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import run_briefly
+from conftest import run_briefly, run_until
 
 
 @pytest.fixture
@@ -21,15 +21,6 @@ def pipe():
         except OSError:
             pass
 
-
-def run_until(loop, pred, timeout=5.0):
-    async def wait():
-        deadline = loop.time() + timeout
-        while not pred():
-            if loop.time() > deadline:
-                raise AssertionError("condition not reached")
-            await asyncio.sleep(0.001)
-    loop.run_until_complete(wait())
 
 
 def test_reader_called_when_readable(loop, pipe):

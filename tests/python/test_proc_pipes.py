@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from conftest import run_briefly
+from conftest import run_briefly, run_until
 
 pytestmark = pytest.mark.cxxloop_pending("process")
 
@@ -56,15 +56,6 @@ class Proto(asyncio.Protocol):
             out.append(e[0])
         return out
 
-
-def run_until(loop, pred, timeout=5.0):
-    async def wait():
-        deadline = loop.time() + timeout
-        while not pred():
-            if loop.time() > deadline:
-                raise AssertionError("condition not reached")
-            await asyncio.sleep(0.001)
-    loop.run_until_complete(wait())
 
 
 @pytest.fixture

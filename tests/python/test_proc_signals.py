@@ -17,22 +17,13 @@ import time
 
 import pytest
 
-from conftest import require_cxxloop, run_briefly
+from conftest import require_cxxloop, run_briefly, run_until
 
 needs_run_loop_factory = pytest.mark.skipif(
     sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is new in 3.12")
 
 MAIN_IDENT = threading.main_thread().ident
 
-
-def run_until(loop, pred, timeout=5.0):
-    async def wait():
-        deadline = loop.time() + timeout
-        while not pred():
-            if loop.time() > deadline:
-                raise AssertionError("condition not reached")
-            await asyncio.sleep(0.001)
-    loop.run_until_complete(wait())
 
 
 def kill_main_later(delay, signum, count=1):

@@ -283,39 +283,3 @@ def test_wait_for_and_timeout_with_loop_timers(loop):
     assert loop.run_until_complete(main()) == "ok"
 
 
-def test_two_timeout_at_same_deadline_expire_together(loop):
-    # PITFALLS 17, with the public API.
-    iteration = 0
-    expired = {}
-    ticking = True
-
-    def tick():
-        nonlocal iteration
-        iteration += 1
-        if ticking:
-            loop.call_soon(tick)
-
-    late = []
-
-    async def waiter(name, deadline, pre_sleep):
-        await asyncio.sleep(pre_sleep)
-        if loop.time() >= deadline - 0.01:
-            late.append(name)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await asyncio.sleep(10)
-        except TimeoutError:
-            expired[name] = iteration
-
-    async def main():
-        nonlocal ticking
-        loop.call_soon(tick)
-        deadline = loop.time() + 0.1007
-        await asyncio.gather(waiter("a", deadline, 0), waiter("b", deadline, 0.0133))
-        ticking = False
-        await asyncio.sleep(0)
-
-    loop.run_until_complete(main())
-    if late:
-        pytest.skip(f"machine too slow: {late} entered timeout_at() at its deadline")
-    assert expired["a"] == expired["b"]
