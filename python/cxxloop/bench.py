@@ -289,6 +289,43 @@ def future_pingpong(loop, n):
     return t1 - t0, n
 
 
+def tcp_echo(loop, n):
+    """A real workload: an echo Protocol server and a streams client on the same loop
+    exchange n 1 KiB messages over loopback TCP, one at a time; ops = round trips."""
+    payload = b"x" * 1024
+    trips = 0
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def main():
+        nonlocal trips
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            t0 = perf_counter()
+            for _ in range(n):
+                writer.write(payload)
+                await reader.readexactly(len(payload))
+                trips += 1
+            t1 = perf_counter()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        return t1 - t0
+
+    elapsed = loop.run_until_complete(main())
+    _check(trips == n, "%d of %d round trips" % (trips, n))
+    return elapsed, n
+
+
 class Workload:
     def __init__(self, name, title, func, n, target=None):
         self.name = name        # short id for --workloads and JSON
@@ -308,6 +345,7 @@ WORKLOADS = [
     Workload("timers_cancel_pileup", "timers: cancel pile-up", timers_cancel_pileup, 200_000, "timers"),
     Workload("tasks_sleep0", "tasks: 100 x sleep(0) chains", tasks_sleep0, 100_000, "tasks"),
     Workload("future_pingpong", "future ping-pong (round trip)", future_pingpong, 40_000, "pingpong"),
+    Workload("tcp_echo", "TCP echo 1 KiB (round trip)", tcp_echo, 20_000),
 ]
 
 # Targets the project tracks: cxxloop speedup over uvloop.
