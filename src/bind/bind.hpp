@@ -31,8 +31,6 @@ Callback* handle_node(PyObject* handle);
 Timer* timer_node(PyObject* handle);
 /// The handle object that owns a core node (borrowed).
 PyObject* node_handle(Callback* cb);
-/// True when `obj` is one of our handle types.
-bool is_handle(PyObject* obj);
 
 // --- bind_loop.cpp -----------------------------------------------------------------
 bool init_loop(PyObject* module);

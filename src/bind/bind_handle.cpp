@@ -277,8 +277,6 @@ Timer* timer_node(PyObject* h) {
 
 PyObject* node_handle(Callback* cb) { return self_of(cb); }
 
-bool is_handle(PyObject* obj) { return Py_TYPE(obj) == HandleType || Py_TYPE(obj) == TimerHandleType; }
-
 PyObject* new_handle(PyObject* loop, PyObject* callback, PyObject* args, PyObject* context) {
     PyObject* h = alloc_from(HandleType, handle_free);
     if (!h) return nullptr;

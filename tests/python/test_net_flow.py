@@ -299,10 +299,12 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop, expect_exception_handler_
         peer.close()
 
 
-def test_buffered_protocol_get_buffer_raising_is_fatal(loop, expect_exception_handler_calls):
-    class Raises(BufProto):
-        def get_buffer(self, sizehint):
-            raise ZeroDivisionError
+@pytest.mark.parametrize("method", ["get_buffer", "buffer_updated"])
+def test_buffered_protocol_callback_raising_is_fatal(loop, expect_exception_handler_calls, method):
+    def boom(self, arg):
+        raise ZeroDivisionError
+
+    Raises = type("Raises", (BufProto,), {method: boom})
 
     with listening_socket() as ls:
         bp = Raises(loop)
@@ -313,26 +315,7 @@ def test_buffered_protocol_get_buffer_raising_is_fatal(loop, expect_exception_ha
         run_until(loop, lambda: bp.lost)
         assert isinstance(bp.exc, ZeroDivisionError)
         calls = expect_exception_handler_calls.take()
-        assert [c["message"] for c in calls] == ["Fatal error: protocol.get_buffer() call failed."]
-    finally:
-        peer.close()
-
-
-def test_buffered_protocol_buffer_updated_raising_is_fatal(loop, expect_exception_handler_calls):
-    class Raises(BufProto):
-        def buffer_updated(self, nbytes):
-            raise ZeroDivisionError
-
-    with listening_socket() as ls:
-        bp = Raises(loop)
-        tr, _ = run(loop, loop.create_connection(lambda: bp, *ls.getsockname()))
-        peer = accept(ls)
-    try:
-        peer.sendall(b"x")
-        run_until(loop, lambda: bp.lost)
-        assert isinstance(bp.exc, ZeroDivisionError)
-        calls = expect_exception_handler_calls.take()
-        assert [c["message"] for c in calls] == ["Fatal error: protocol.buffer_updated() call failed."]
+        assert [c["message"] for c in calls] == [f"Fatal error: protocol.{method}() call failed."]
     finally:
         peer.close()
 
