@@ -22,11 +22,37 @@
 namespace cxxloop {
 
 /// Receives readiness for an fd registered with EventLoop::watch (C++ transports).
+///
+/// Readiness is not delivered inside the I/O phase: the loop queues the handler in
+/// its ready queue, so on_io runs in the same FIFO order as the callbacks around it,
+/// exactly where asyncio would run a reader's or writer's handle. While a report is
+/// queued the loop holds the handler through io_retain()/io_release() (no-ops by
+/// default; a refcounted owner, such as a Python transport, counts them). A handler
+/// watches one fd at a time, and must be unwatched (unwatch() drops a queued
+/// report) before it is destroyed.
 class IoHandler {
 public:
     virtual ~IoHandler() = default;
-    /// Called in the I/O phase with a mask of kReadable | kWritable.
-    virtual void on_io(int fd, uint32_t events) noexcept = 0;
+    /// Called in the ready phase with a mask of kReadable | kWritable (what was
+    /// reported since the last call, restricted to the interest registered now).
+    /// Return false to abort the iteration, as a Callback's run() may.
+    virtual bool on_io(int fd, uint32_t events) noexcept = 0;
+    virtual void io_retain() noexcept {}
+    virtual void io_release() noexcept {}
+    /// The loop was closed while `fd` was watched: the registration is gone.
+    virtual void on_loop_closed(int /*fd*/) noexcept {}
+
+private:
+    friend class EventLoop;
+    // The ready-queue entry of this handler (at most one queued at a time).
+    struct Node : Callback {
+        IoHandler* handler = nullptr;
+        class EventLoop* loop = nullptr;
+        int fd = -1;
+        uint32_t events = 0;
+        bool queued = false;
+    };
+    Node node_;
 };
 
 /// Hooks the embedder (the Python binding) plugs into the iteration.
@@ -126,8 +152,11 @@ public:
     /// Routes readiness of `fd` for `interest` straight to `h` (C++ transports).
     /// An fd has either a handler or reader/writer callbacks, not both.
     std::error_code watch(int fd, IoHandler* h, uint32_t interest);
-    /// Stops routing `fd` to its handler.
+    /// Stops routing `fd` to its handler (a report already queued is dropped).
     std::error_code unwatch(int fd);
+    /// The handler a queued callback stands for, when it is an IoHandler's report
+    /// (for embedders walking the ready queue), else null.
+    static IoHandler* io_handler_of(Callback* cb) noexcept;
 
     // --- running -----------------------------------------------------------------
     /// One iteration: wait for I/O or the next timer, queue what is ready, run the
@@ -184,6 +213,9 @@ private:
     void drop_cancelled_timers() noexcept;
     void drain_threadsafe();
     bool run_ready();
+    void queue_io(IoHandler* h, int fd, uint32_t events);
+    void drop_queued_io(IoHandler* h) noexcept;
+    static bool run_io(Callback* cb) noexcept;
 
     std::unique_ptr<Poller> poller_;
     std::unique_ptr<Waker> waker_;

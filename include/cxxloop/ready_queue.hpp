@@ -32,6 +32,12 @@ public:
     /// The i-th queued callback from the front (i < size()).
     Callback* at(size_t i) const noexcept { return buf_[(head_ + i) & (cap_ - 1)]; }
 
+    /// Replaces every queued occurrence of `old` with `with` (O(n); for rare removals).
+    void replace(Callback* old, Callback* with) noexcept {
+        for (size_t i = head_; i != tail_; ++i)
+            if (buf_[i & (cap_ - 1)] == old) buf_[i & (cap_ - 1)] = with;
+    }
+
     /// The oldest callback, without removing it; the queue must not be empty.
     Callback* front() const noexcept { return buf_[head_ & (cap_ - 1)]; }
 

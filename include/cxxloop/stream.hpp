@@ -47,6 +47,15 @@ public:
     /// The write queue became empty after having held data (and, after
     /// shutdown_write(), the write side has been shut down).
     virtual void on_drained() noexcept {}
+    /// Asked after each readiness report is handled: false aborts the loop's
+    /// iteration (the binding lets KeyboardInterrupt out of a protocol this way).
+    virtual bool proceed() noexcept { return true; }
+    /// The loop holds the stream while a readiness report is queued (see IoHandler):
+    /// a refcounted owner counts these; the defaults do nothing.
+    virtual void retain() noexcept {}
+    virtual void release() noexcept {}
+    /// The loop was closed under the stream: it no longer reads or writes.
+    virtual void on_loop_closed() noexcept {}
 };
 
 /// A connected, non-blocking fd read and written through the loop. It does not own
@@ -94,7 +103,10 @@ public:
     /// Stops watching the fd, keeping the queue (to be dropped by the destructor).
     void detach() noexcept;
 
-    void on_io(int fd, uint32_t events) noexcept override;
+    bool on_io(int fd, uint32_t events) noexcept override;
+    void io_retain() noexcept override { handler_.retain(); }
+    void io_release() noexcept override { handler_.release(); }
+    void on_loop_closed(int fd) noexcept override;
 
 private:
     void update_interest() noexcept;

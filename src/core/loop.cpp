@@ -11,6 +11,11 @@ namespace cxxloop {
 namespace {
 // asyncio never sleeps longer than a day in one wait; neither do we.
 constexpr double kMaxWaitSeconds = 24 * 3600.0;
+
+// Stands in the ready queue for an I/O report dropped by unwatch().
+bool run_nothing(Callback*) noexcept { return true; }
+void ref_nothing(Callback*) noexcept {}
+Callback dropped_io{run_nothing, ref_nothing, ref_nothing, false};
 }  // namespace
 
 EventLoop::EventLoop(std::unique_ptr<Poller> poller)
@@ -143,14 +148,59 @@ std::error_code EventLoop::watch(int fd, IoHandler* h, uint32_t interest) {
 
 std::error_code EventLoop::unwatch(int fd) {
     FdEntry* e = entry(fd);
-    if (closed_ || !e || !e->handler) return {};
-    auto ec = set_interest(fd, *e, 0);
-    if (ec) {
+    if (!e || !e->handler) return {};
+    // During close() (a handler destroyed by a callback's release) the entry is
+    // only forgotten: close() unregisters the fds itself.
+    std::error_code ec = closed_ ? std::error_code{} : set_interest(fd, *e, 0);
+    if (ec || closed_) {
         if (e->mask) --nfds_;
         e->mask = 0;
     }
+    IoHandler* h = e->handler;
     e->handler = nullptr;
+    drop_queued_io(h);
     return ec;
+}
+
+IoHandler* EventLoop::io_handler_of(Callback* cb) noexcept {
+    return cb->run == &EventLoop::run_io ? static_cast<IoHandler::Node*>(cb)->handler : nullptr;
+}
+
+void EventLoop::queue_io(IoHandler* h, int fd, uint32_t events) {
+    IoHandler::Node& n = h->node_;
+    n.events |= events;
+    if (n.queued) return;
+    n.run = &EventLoop::run_io;
+    n.retain = [](Callback* c) noexcept { static_cast<IoHandler::Node*>(c)->handler->io_retain(); };
+    n.release = [](Callback* c) noexcept { static_cast<IoHandler::Node*>(c)->handler->io_release(); };
+    n.handler = h;
+    n.loop = this;
+    n.fd = fd;
+    ready_.push(&n);
+    n.queued = true;
+    h->io_retain();
+}
+
+void EventLoop::drop_queued_io(IoHandler* h) noexcept {
+    IoHandler::Node& n = h->node_;
+    if (!n.queued) return;
+    ready_.replace(&n, &dropped_io);
+    n.queued = false;
+    n.events = 0;
+    h->io_release();
+}
+
+bool EventLoop::run_io(Callback* cb) noexcept {
+    auto& n = *static_cast<IoHandler::Node*>(cb);
+    n.queued = false;
+    uint32_t events = n.events;
+    n.events = 0;
+    // The handler may have been unwatched or re-registered since the report.
+    FdEntry* e = n.loop->entry(n.fd);
+    if (!e || e->handler != n.handler) return true;
+    events &= e->mask;
+    if (!events) return true;
+    return n.handler->on_io(n.fd, events);
 }
 
 // --- the iteration ----------------------------------------------------------------
@@ -233,7 +283,7 @@ void EventLoop::dispatch(const PollEvent& ev) {
     FdEntry* e = entry(ev.fd);
     if (!e || !e->mask) return;
     if (e->handler) {
-        e->handler->on_io(ev.fd, ev.events & e->mask);
+        if (uint32_t events = ev.events & e->mask) queue_io(e->handler, ev.fd, events);
         return;
     }
     // As asyncio does: a cancelled reader or writer is unregistered, not run.
@@ -313,10 +363,6 @@ int EventLoop::visit_callbacks(int (*visit)(Callback*, void*), void* arg) {
 void EventLoop::close() noexcept {
     if (closed_) return;
     closed_ = true;
-    while (!ready_.empty()) {
-        Callback* cb = ready_.pop();
-        cb->release(cb);
-    }
     timers_.clear([](Timer* t) {
         t->scheduled = false;
         t->release(t);
@@ -329,9 +375,27 @@ void EventLoop::close() noexcept {
         if (e.mask && !forked) poller_->remove(int(fd));
         if (e.reader) e.reader->release(e.reader);
         if (e.writer) e.writer->release(e.writer);
+        IoHandler* h = e.handler;
         e = FdEntry{};
+        if (h) {
+            // The queue's hold on the handler is let go only after the handler has
+            // heard of the close (which may drop the owner's own hold on it).
+            const bool queued = h->node_.queued;
+            if (queued) {
+                ready_.replace(&h->node_, &dropped_io);
+                h->node_.queued = false;
+                h->node_.events = 0;
+            }
+            h->on_loop_closed(int(fd));
+            if (queued) h->io_release();
+        }
     }
     nfds_ = 0;
+    // Handlers' queued reports were dropped above; what remains are callbacks.
+    while (!ready_.empty()) {
+        Callback* cb = ready_.pop();
+        cb->release(cb);
+    }
     {
         std::lock_guard<std::mutex> lock(ts_mu_);
         ts_closed_ = true;

@@ -219,9 +219,20 @@ void Stream::maybe_resume() noexcept {
 
 // --- events, errors and teardown -----------------------------------------------------
 
-void Stream::on_io(int, uint32_t events) noexcept {
+bool Stream::on_io(int, uint32_t events) noexcept {
     if ((events & kReadable) && reading_ && !broken_ && !detached_) do_read();
+    if (!handler_.proceed()) return false;
     if ((events & kWritable) && watching_write_ && !broken_ && !detached_) do_flush();
+    return handler_.proceed();
+}
+
+void Stream::on_loop_closed(int) noexcept {
+    // The registration is gone with the loop; nothing more is read or written.
+    registered_ = 0;
+    detached_ = true;
+    reading_ = false;
+    watching_write_ = false;
+    handler_.on_loop_closed();
 }
 
 void Stream::fail(std::error_code ec, bool writing) noexcept {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <string>
 #include <vector>
 
 #include "cxxloop/loop.hpp"
@@ -46,7 +47,10 @@ struct Probe : Timer {
 /// Records every readiness report routed to it.
 struct Recorder : IoHandler {
     std::vector<std::pair<int, uint32_t>> seen;
-    void on_io(int fd, uint32_t events) noexcept override { seen.emplace_back(fd, events); }
+    bool on_io(int fd, uint32_t events) noexcept override {
+        seen.emplace_back(fd, events);
+        return true;
+    }
 };
 
 /// A heap-allocated FnNode running `f`, as a C++ transport or the binding would make.
@@ -366,6 +370,83 @@ TEST_P(LoopTest, WatchRoutesReadinessToTheHandler) {
     loop.call_soon(&tick);
     ASSERT_TRUE(loop.run_once());
     EXPECT_TRUE(rec.seen.empty());
+}
+
+/// An IoHandler that counts the loop's holds on it and records what it sees.
+struct CountingHandler : IoHandler {
+    std::vector<std::string>* log = nullptr;
+    int refs = 0, closed = 0;
+    bool result = true;
+    bool on_io(int, uint32_t) noexcept override {
+        if (log) log->push_back("io");
+        return result;
+    }
+    void io_retain() noexcept override { ++refs; }
+    void io_release() noexcept override { --refs; }
+    void on_loop_closed(int) noexcept override { ++closed; }
+};
+
+TEST_P(LoopTest, HandlerReportsRunInFifoOrderWithCallbacks) {
+    // As asyncio queues a reader's handle behind the callbacks already ready.
+    auto [a, b] = socket_pair();
+    std::vector<std::string> log;
+    CountingHandler h;
+    h.log = &log;
+    ASSERT_FALSE(loop.watch(a.get(), &h, kReadable));
+    put_byte(b.get());
+    loop.call_soon([&] { log.push_back("before"); });
+    ASSERT_TRUE(loop.run_once());
+    ASSERT_EQ(log, (std::vector<std::string>{"before", "io"}));
+    EXPECT_EQ(h.refs, 0);
+    ASSERT_FALSE(loop.unwatch(a.get()));
+}
+
+TEST_P(LoopTest, UnwatchDropsAQueuedReport) {
+    auto [a, b] = socket_pair();
+    std::vector<std::string> log;
+    CountingHandler h;
+    h.log = &log;
+    ASSERT_FALSE(loop.watch(a.get(), &h, kReadable));
+    put_byte(b.get());
+    // The callback ahead of the report unwatches the fd: the report must not run.
+    loop.call_soon([&] {
+        log.push_back("unwatch");
+        EXPECT_EQ(h.refs, 1) << "the queued report holds the handler";
+        loop.unwatch(a.get());
+    });
+    ASSERT_TRUE(loop.run_once());
+    EXPECT_EQ(log, (std::vector<std::string>{"unwatch"}));
+    EXPECT_EQ(h.refs, 0);
+}
+
+TEST_P(LoopTest, HandlerReturningFalseAbortsTheIteration) {
+    auto [a, b] = socket_pair();
+    CountingHandler h;
+    h.result = false;
+    ASSERT_FALSE(loop.watch(a.get(), &h, kReadable));
+    put_byte(b.get());
+    EXPECT_FALSE(loop.run_once());  // The byte is there: the report runs now.
+    EXPECT_EQ(h.refs, 0);
+    bool later = false;
+    loop.call_soon([&] { later = true; });
+    ASSERT_FALSE(loop.unwatch(a.get()));
+    ASSERT_TRUE(loop.run_once());
+    EXPECT_TRUE(later);
+}
+
+TEST_P(LoopTest, CloseTellsWatchingHandlersAndDropsTheirReports) {
+    auto [a, b] = socket_pair();
+    CountingHandler h;
+    ASSERT_FALSE(loop.watch(a.get(), &h, kReadable));
+    put_byte(b.get());
+    // Queue the report without running it: a callback ahead of it closes the loop.
+    loop.call_soon([&] {
+        EXPECT_EQ(h.refs, 1);
+        loop.close();
+    });
+    loop.run_once();
+    EXPECT_EQ(h.closed, 1);
+    EXPECT_EQ(h.refs, 0);
 }
 
 TEST_P(LoopTest, CloseReleasesEveryRetainedCallback) {
