@@ -80,6 +80,10 @@ public:
     std::error_code start_reading();
     void stop_reading() noexcept;
     bool reading() const noexcept { return reading_; }
+    /// Whether the fd is registered with the loop now (reading, or flushing writes).
+    bool registered() const noexcept { return registered_ != 0; }
+    /// Whether a queued write is waiting for the fd to become writable.
+    bool flushing() const noexcept { return watching_write_; }
 
     /// Writes `c`: as much as possible now, the rest queued. Returns the error of an
     /// immediate write (the stream is then broken and `c` released); would-block is

@@ -22,7 +22,7 @@ import weakref
 
 from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
 
-from . import _core
+from . import _core, _transports
 
 __all__ = ("Loop", "SelectorEventLoop")
 
@@ -233,8 +233,14 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
     # --- errors and debug ----------------------------------------------------------------------
 
     def _log_slow_callback(self, handle, seconds):
-        base_events.logger.warning("Executing %s took %.3f seconds",
-                                   base_events._format_handle(handle), seconds)
+        # None stands for a transport's own I/O (no handle exists for it).
+        what = "<transport I/O>" if handle is None else base_events._format_handle(handle)
+        base_events.logger.warning("Executing %s took %.3f seconds", what, seconds)
+
+    # --- transports ------------------------------------------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # --- watching file descriptors ------------------------------------------------------------
 
@@ -367,7 +373,7 @@ class _SelectorView:
 # (_add_reader/_add_writer and friends, call_soon, timers), so they behave exactly as
 # the stock loop's do, on top of the C++ scheduler and poller.
 _FROM_SELECTOR_LOOP = (
-    "_make_socket_transport", "_make_ssl_transport", "_make_datagram_transport",
+    "_make_ssl_transport", "_make_datagram_transport",
     "_start_serving", "_accept_connection", "_accept_connection2", "_stop_serving",
     "_sendfile_native",
     "sock_recv", "_sock_recv", "_sock_read_done", "sock_recv_into", "_sock_recv_into",

@@ -13,6 +13,8 @@ namespace cxxloop::bind {
 /// Sets the Python OSError subclass that matches `ec` (the errno table is CPython's
 /// OSError constructor, which picks ConnectionResetError, BrokenPipeError, ...).
 void set_os_error(std::error_code ec);
+/// A new OSError instance (of the errno's subclass) for `ec`, or null with an error set.
+PyObject* make_os_error(std::error_code ec);
 /// Converts the C++ exception in flight into a Python exception. Call in a catch(...).
 void set_from_cpp_exception();
 
@@ -41,6 +43,10 @@ EventLoop* loop_core(PyObject* loop);
 bool loop_debug(PyObject* loop);
 /// Same, for a loop object known to be ours (the scheduling methods' self).
 bool loop_debug_unchecked(PyObject* loop);
+
+// --- bind_stream.cpp ----------------------------------------------------------------
+/// Creates the StreamCore type (the C half of the stream transports).
+bool init_stream(PyObject* module);
 
 // --- module.cpp: Python-level helpers installed by the package -------------------------
 struct Hooks {

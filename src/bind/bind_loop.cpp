@@ -30,7 +30,9 @@ public:
         return false;
     }
     void on_slow_callback(Callback* cb, double seconds) noexcept override {
-        PyObject* res = PyObject_CallMethod(loop_, "_log_slow_callback", "Od", node_handle(cb), seconds);
+        // A transport's readiness report stands for no handle: its logger is given None.
+        PyObject* what = EventLoop::io_handler_of(cb) ? Py_None : node_handle(cb);
+        PyObject* res = PyObject_CallMethod(loop_, "_log_slow_callback", "Od", what, seconds);
         if (res) Py_DECREF(res);
         else PyErr_WriteUnraisable(loop_);
     }
@@ -544,6 +546,9 @@ int loop_traverse(PyObject* self, visitproc visit, void* arg) {
     return core->visit_callbacks(
         [](Callback* cb, void* a) {
             auto* c = static_cast<VisitCtx*>(a);
+            // A transport's queued readiness report holds its core through a plain
+            // reference the collector need not see (it only delays collection).
+            if (EventLoop::io_handler_of(cb)) return 0;
             return c->visit(node_handle(cb), c->arg);
         },
         &ctx);

@@ -16,6 +16,10 @@ void set_os_error(std::error_code ec) {
     Py_DECREF(args);
 }
 
+PyObject* make_os_error(std::error_code ec) {
+    return PyObject_CallFunction(PyExc_OSError, "is", ec.value(), ec.message().c_str());
+}
+
 void set_from_cpp_exception() {
     try {
         throw;
