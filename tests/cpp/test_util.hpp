@@ -27,6 +27,8 @@ public:
     Fd& operator=(Fd&& o) noexcept { std::swap(fd_, o.fd_); return *this; }
     ~Fd() { reset(); }
     int get() const noexcept { return fd_; }
+    /// Gives up ownership: returns the fd and forgets it.
+    int release() noexcept { return std::exchange(fd_, -1); }
     void reset() noexcept { if (fd_ >= 0) ::close(fd_); fd_ = -1; }
 private:
     int fd_ = -1;
