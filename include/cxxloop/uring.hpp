@@ -16,6 +16,7 @@
 
 struct io_uring;      // liburing's ring and submission entry; only src/core/uring
 struct io_uring_sqe;  // sees their definitions.
+struct io_uring_buf_ring;
 
 namespace cxxloop {
 
@@ -114,6 +115,45 @@ private:
     unsigned completions_ = 0;
 };
 
+/// A multishot receive into buffers the kernel picks from a BufRing, so a connection
+/// holds no buffer while it waits (Linux 6.0+).
+class RecvMultishotOp : public UringOp {
+public:
+    /// `res` bytes (> 0) arrived in buffer `buf` of the ring, or the stream ended (0)
+    /// or failed (-errno; -ENOBUFS when the ring ran out of buffers: recycle some and
+    /// start again). Whenever `buf` is not -1, the callee owns that buffer until it
+    /// calls BufRing::recycle(buf). `more` is false on the last call.
+    virtual void on_data(int res, int buf, bool more) noexcept = 0;
+};
+
+/// A provided-buffer ring (Linux 5.19+): `count` equal buffers registered with the
+/// kernel as one group, for RecvMultishotOp. Made by Uring::add_buf_ring() and owned
+/// by that engine.
+class BufRing {
+public:
+    BufRing(const BufRing&) = delete;
+    BufRing& operator=(const BufRing&) = delete;
+    ~BufRing();
+
+    uint16_t group() const noexcept { return group_; }
+    size_t buffer_size() const noexcept { return size_; }
+    /// The bytes of buffer `id`, as named by RecvMultishotOp::on_data.
+    char* buffer(int id) noexcept { return mem_.get() + size_t(id) * size_; }
+    /// Hands buffer `id` back to the kernel once its bytes are consumed.
+    void recycle(int id) noexcept;
+
+private:
+    friend class Uring;
+    BufRing(uint16_t group, uint32_t count, uint32_t size) : group_(group), count_(count), size_(size) {}
+    void fill() noexcept;  // Offers every buffer to the kernel.
+
+    ::io_uring_buf_ring* ring_ = nullptr;  // Page-aligned (mmap), count_ entries.
+    std::unique_ptr<char[]> mem_;
+    uint16_t group_;
+    uint32_t count_;
+    uint32_t size_;
+};
+
 /// A connect of a non-blocking stream or datagram socket.
 class ConnectOp : public UringOp {
 public:
@@ -156,6 +196,12 @@ public:
     std::error_code send(SendOp& op, int fd, iovec* iov, size_t iovcnt, int flags = 0);
     /// Starts sending `data`, which must stay valid until the callback.
     std::error_code send(SendOp& op, int fd, std::span<const char> data, int flags = 0);
+    /// Starts a multishot receive on `fd` into buffers of `bufs`.
+    std::error_code recv_multishot(RecvMultishotOp& op, int fd, BufRing& bufs);
+    /// Registers `count` (a power of two, at most 32768) buffers of `size` bytes as
+    /// buffer group `group`. Returns null and sets `ec` on failure (EINVAL on kernels
+    /// without buffer rings, EEXIST for a group already registered).
+    BufRing* add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std::error_code& ec);
     /// Starts connecting `fd` to `addr` (copied into the op).
     std::error_code connect(ConnectOp& op, int fd, const sockaddr* addr, socklen_t len);
 
@@ -228,6 +274,8 @@ private:
     static void recv_complete(UringOp*, Uring&, int, uint32_t) noexcept;
     static void send_complete(UringOp*, Uring&, int, uint32_t) noexcept;
     static void connect_complete(UringOp*, Uring&, int, uint32_t) noexcept;
+    static void recv_multishot_complete(UringOp*, Uring&, int, uint32_t) noexcept;
+    std::error_code register_buf_ring(BufRing& br) noexcept;
     std::error_code submit_accept(AcceptOp& op) noexcept;
     std::error_code submit_send(SendOp& op) noexcept;
 
@@ -235,6 +283,7 @@ private:
     UringOp* head_ = nullptr;  // Pending ops, most recent first.
     size_t pending_count_ = 0;
     std::vector<Completion> done_;
+    std::vector<std::unique_ptr<BufRing>> buf_rings_;  // Freed after the ring is gone.
     bool closed_ = false;
     bool sync_cancel_ = true;  // Cleared where IORING_REGISTER_SYNC_CANCEL is missing (< 6.0).
 };

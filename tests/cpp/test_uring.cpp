@@ -246,6 +246,86 @@ TEST_F(UringTest, RecvGetsDataThenEof) {
     EXPECT_FALSE(op.pending());
 }
 
+// --- multishot recv into a buffer ring -------------------------------------------------------
+
+namespace {
+struct MultiFn : RecvMultishotOp {
+    std::function<void(int, int, bool)> fn;
+    void on_data(int res, int buf, bool more) noexcept override { fn(res, buf, more); }
+};
+}  // namespace
+
+TEST_F(UringTest, MultishotRecvFillsRingBuffersUntilEof) {
+    std::error_code ec;
+    BufRing* bufs = ring->add_buf_ring(7, 8, 64, ec);
+    if (ec == std::errc::invalid_argument) GTEST_SKIP() << "no provided-buffer rings (Linux < 5.19)";
+    ASSERT_NE(bufs, nullptr) << ec.message();
+    EXPECT_EQ(ring->add_buf_ring(7, 8, 64, ec), nullptr);  // The group is taken.
+    auto [a, b] = socket_pair();
+    std::string got;
+    int calls = 0, last = kNone;
+    bool ended = false;
+    MultiFn op;
+    op.fn = [&](int res, int buf, bool more) {
+        ++calls;
+        last = res;
+        if (buf >= 0) {
+            got.append(bufs->buffer(buf), size_t(res > 0 ? res : 0));
+            bufs->recycle(buf);
+        }
+        ended = !more;
+    };
+    ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
+    // 20 writes of 10 bytes through 8 buffers of 64: buffers must come back to be reused.
+    std::string want;
+    for (int i = 0; i < 20; ++i) {
+        std::string chunk(10, char('A' + i));
+        want += chunk;
+        ASSERT_EQ(::write(b.get(), chunk.data(), chunk.size()), 10);
+        ASSERT_TRUE(run_until([&] { return got.size() == want.size(); }));
+    }
+    EXPECT_EQ(got, want);
+    EXPECT_TRUE(op.pending());
+    b.reset();
+    ASSERT_TRUE(run_until([&] { return ended; }));
+    if (last == -EINVAL && calls == 1) GTEST_SKIP() << "no multishot receive (Linux < 6.0)";
+    EXPECT_EQ(last, 0);
+}
+
+TEST_F(UringTest, MultishotRecvEndsWithEnobufsWhenBuffersAreKept) {
+    std::error_code ec;
+    BufRing* bufs = ring->add_buf_ring(8, 2, 16, ec);
+    if (ec == std::errc::invalid_argument) GTEST_SKIP() << "no provided-buffer rings (Linux < 5.19)";
+    ASSERT_NE(bufs, nullptr) << ec.message();
+    auto [a, b] = socket_pair();
+    std::vector<int> held;
+    int last = kNone;
+    bool ended = false;
+    MultiFn op;
+    op.fn = [&](int res, int buf, bool more) {
+        if (buf >= 0) held.push_back(buf);  // Not recycled.
+        last = res;
+        ended = !more;
+    };
+    ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
+    for (int i = 0; i < 3 && !ended; ++i) {
+        ASSERT_EQ(::write(b.get(), "0123456789", 10), 10);
+        run_until([&] { return held.size() > size_t(i) || ended; }, 1.0);
+    }
+    ASSERT_TRUE(run_until([&] { return ended; }));
+    EXPECT_EQ(last, -ENOBUFS);
+    EXPECT_EQ(held.size(), 2u);
+    // Recycled buffers let a restarted receive pick up what waited in the socket.
+    for (int id : held) bufs->recycle(id);
+    held.clear();
+    ended = false;
+    ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
+    ASSERT_TRUE(run_until([&] { return !held.empty(); }));
+    EXPECT_EQ(last, 10);
+    ASSERT_FALSE(ring->cancel(op));
+    ASSERT_TRUE(run_until([&] { return ended; }));
+}
+
 // --- send -----------------------------------------------------------------------------------
 
 TEST_F(UringTest, LargeSendCompletesOverSeveralCompletions) {

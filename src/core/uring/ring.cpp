@@ -204,7 +204,11 @@ std::error_code Uring::after_fork() noexcept {
         if (c.op->complete_ == &Uring::accept_complete && c.res >= 0) ::close(c.res);
     done_.clear();
     for (UringOp* op = head_; op; op = op->next_) done_.push_back({op, -ECANCELED, 0});
-    return setup();
+    if (auto ec = setup()) return ec;
+    // Buffer rings belong to a ring: offer every buffer again, to the new one.
+    for (auto& br : buf_rings_)
+        if (auto ec = register_buf_ring(*br)) return ec;
+    return {};
 }
 
 }  // namespace cxxloop

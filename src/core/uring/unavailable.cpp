@@ -39,6 +39,13 @@ std::error_code Uring::accept(AcceptOp&, int) { return unsupported(); }
 std::error_code Uring::recv(RecvOp&, int, std::span<char>, int) { return unsupported(); }
 std::error_code Uring::send(SendOp&, int, iovec*, size_t, int) { return unsupported(); }
 std::error_code Uring::send(SendOp&, int, std::span<const char>, int) { return unsupported(); }
+std::error_code Uring::recv_multishot(RecvMultishotOp&, int, BufRing&) { return unsupported(); }
+BufRing* Uring::add_buf_ring(uint16_t, uint32_t, uint32_t, std::error_code& ec) {
+    ec = unsupported();
+    return nullptr;
+}
+BufRing::~BufRing() = default;
+void BufRing::recycle(int) noexcept {}
 std::error_code Uring::connect(ConnectOp&, int, const sockaddr*, socklen_t) { return unsupported(); }
 std::error_code Uring::cancel(UringOp&) { return unsupported(); }
 std::error_code Uring::cancel_fd(int) { return unsupported(); }
