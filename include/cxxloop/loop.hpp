@@ -188,6 +188,9 @@ public:
     size_t timer_count() const noexcept { return timers_.size(); }
     size_t fd_count() const noexcept { return nfds_; }
     std::string_view poller_name() const noexcept { return poller_name_; }
+    /// The io_uring engine of a loop running on the "uring" poller (null for any other
+    /// poller, and once closed). Its ops complete in this loop's I/O phase.
+    Uring* uring() noexcept { return closed_ ? nullptr : poller_->uring(); }
     void set_observer(LoopObserver* o) noexcept { observer_ = o ? o : &default_observer_; }
     void set_debug(bool on) noexcept { debug_ = on; }
     bool debug() const noexcept { return debug_; }
@@ -227,6 +230,7 @@ private:
     std::vector<FdEntry> fds_;
     std::vector<PollEvent> events_;
     size_t nfds_ = 0;
+    bool completions_ = false;  // poller_->completion_based(), asked once.
     bool stopping_ = false;
     bool closed_ = false;
     bool debug_ = false;

@@ -9,6 +9,8 @@
 
 namespace cxxloop {
 
+class Uring;
+
 /// Interest and event bits. Pollers fold error and hang-up conditions into readable
 /// and writable, as Python's selectors do (an fd in error is both, for whichever of
 /// the two is watched), so callers only test these two.
@@ -46,16 +48,33 @@ public:
     /// The backend's name: "epoll", "poll", "select", ... (static storage: the loop
     /// keeps it after the poller is gone).
     virtual std::string_view name() const noexcept = 0;
+
+    // --- completion-based backends (io_uring); readiness-only ones keep the defaults ---
+    /// True for a backend that also runs completion operations (the loop asks once).
+    virtual bool completion_based() const noexcept { return false; }
+    /// True while completion operations are in flight or completed but not yet
+    /// delivered: the loop must then call wait(), even a zero-timeout one it would
+    /// otherwise skip, so that queued submissions go out and completions come back.
+    virtual bool has_completions() const noexcept { return false; }
+    /// Runs the callbacks of the completions the last wait() collected. The loop calls
+    /// it in its I/O phase, after readiness dispatch and outside the embedder's
+    /// before_wait()/after_wait() bracket (the binding holds the GIL again by then);
+    /// wait() itself never runs a callback.
+    virtual void dispatch_completions() noexcept {}
+    /// The io_uring engine sharing this backend's ring, or null.
+    virtual Uring* uring() noexcept { return nullptr; }
 };
 
-/// Creates a poller. `name` is "epoll", "poll", "select", or empty for the default:
-/// the CXXLOOP_POLLER environment variable if set, else the best the platform has.
-/// Throws std::system_error if the kernel object cannot be created and
-/// std::invalid_argument for an unknown name.
+/// Creates a poller. `name` is "epoll", "poll", "select", "uring", or empty for the
+/// default: the CXXLOOP_POLLER environment variable if set, else the best the platform
+/// has (epoll; "uring" is never chosen implicitly). Throws std::system_error if the
+/// kernel object cannot be created (for "uring", with the probe's reason when io_uring
+/// is unusable) and std::invalid_argument for an unknown name.
 std::unique_ptr<Poller> make_poller(std::string_view name = {});
 
 std::unique_ptr<Poller> make_epoll_poller();   ///< Linux epoll(7).
 std::unique_ptr<Poller> make_poll_poller();    ///< POSIX poll(2), any fd number.
 std::unique_ptr<Poller> make_select_poller();  ///< select(2); fds must be < FD_SETSIZE.
+std::unique_ptr<Poller> make_uring_poller();   ///< io_uring poll operations (uring.hpp).
 
 }  // namespace cxxloop

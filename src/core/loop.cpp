@@ -23,7 +23,8 @@ EventLoop::EventLoop(std::unique_ptr<Poller> poller)
       waker_(std::make_unique<Waker>()),
       poller_name_(poller_->name()),
       waker_fd_(waker_->fd()),
-      pid_(getpid()) {
+      pid_(getpid()),
+      completions_(poller_->completion_based()) {
     if (auto ec = poller_->add(waker_fd_, kReadable)) throw std::system_error(ec, "cannot watch the waker");
 }
 
@@ -258,17 +259,21 @@ bool EventLoop::poll_io(int64_t timeout_ns) {
         ec = poller_->wait(timeout_ns, events_);
         observer_->after_wait();
         sleeping_.store(false);
-    } else if (nfds_ != 0) {
+    } else if (nfds_ != 0 || (completions_ && poller_->has_completions())) {
         ec = poller_->wait(0, events_);
     }
     // With nothing but the waker registered, a zero-timeout poll can only find a
     // stale wake-up (the waker is written only while the loop sleeps), so the
-    // syscall is skipped; the next real sleep drains it.
+    // syscall is skipped; the next real sleep drains it. Completion operations in
+    // flight rule that out: their submissions and results go through wait().
     if (ec) {
         if (ec == std::errc::interrupted) return observer_->on_interrupted();
         return observer_->on_poll_error(ec);
     }
     for (const PollEvent& ev : events_) dispatch(ev);
+    // Completion callbacks run here, in the I/O phase with the embedder's lock held,
+    // after readiness callbacks were queued (the epoll path pays one bool test).
+    if (completions_) poller_->dispatch_completions();
     return true;
 }
 

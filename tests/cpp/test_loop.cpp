@@ -61,7 +61,11 @@ Callback* fn_node(F f) {
 
 class LoopTest : public ::testing::TestWithParam<const char*> {
 protected:
-    EventLoop loop{make_poller(GetParam())};
+    EventLoop loop{make_test_poller(GetParam())};
+
+    void SetUp() override {
+        if (auto why = unavailable_reason(GetParam()); !why.empty()) GTEST_SKIP() << why;
+    }
 
     /// Runs iterations until `done()` or `limit` seconds pass. A short guard timer
     /// keeps each iteration from blocking for long, so a bug fails instead of hanging.
@@ -636,4 +640,4 @@ TEST_P(LoopTest, ThreadsafeWakeupsWorkInAChildForkedWithAWakePending) {
     EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child slept until its guard timer";
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, LoopTest, ::testing::Values("epoll", "poll", "select"), NameParam());
+INSTANTIATE_TEST_SUITE_P(Backends, LoopTest, ::testing::Values("epoll", "poll", "select", "uring"), NameParam());

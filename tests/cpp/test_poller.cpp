@@ -24,7 +24,11 @@ namespace {
 
 class PollerTest : public ::testing::TestWithParam<const char*> {
 protected:
-    std::unique_ptr<Poller> poller = make_poller(GetParam());
+    std::unique_ptr<Poller> poller = make_test_poller(GetParam());
+
+    void SetUp() override {
+        if (auto why = unavailable_reason(GetParam()); !why.empty()) GTEST_SKIP() << why;
+    }
 
     /// Polls once with `timeout_ns` and returns the events, failing on an error.
     std::vector<PollEvent> poll_now(int64_t timeout_ns = 0) {
@@ -277,7 +281,7 @@ TEST_P(PollerTest, AfterForkChildHasItsOwnPoller) {
     EXPECT_EQ(events_for(r1.get(), 1'000'000'000), kReadable);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::Values("epoll", "poll", "select"), NameParam());
+INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::Values("epoll", "poll", "select", "uring"), NameParam());
 
 // --- epoll without epoll_pwait2 -------------------------------------------------------
 

@@ -80,7 +80,11 @@ std::pair<Fd, Fd> tcp_pair() {
 
 class StreamTest : public ::testing::TestWithParam<const char*> {
 protected:
-    EventLoop loop{make_poller(GetParam())};
+    EventLoop loop{make_test_poller(GetParam())};
+
+    void SetUp() override {
+        if (auto why = unavailable_reason(GetParam()); !why.empty()) GTEST_SKIP() << why;
+    }
     // Runs iterations until `done()` or `max` iterations passed (each waits at most 10 ms).
     template <class Pred>
     bool run_until(Pred done, int max = 500) {
@@ -276,6 +280,6 @@ TEST_P(StreamTest, DestroyingReleasesQueuedChunks) {
     EXPECT_EQ(loop.fd_count(), 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, StreamTest, ::testing::Values("epoll", "poll", "select"), NameParam());
+INSTANTIATE_TEST_SUITE_P(Backends, StreamTest, ::testing::Values("epoll", "poll", "select", "uring"), NameParam());
 
 }  // namespace

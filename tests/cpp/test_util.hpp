@@ -6,10 +6,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <gtest/gtest.h>
+
+#include "cxxloop/poller.hpp"
+#include "cxxloop/uring.hpp"
 
 namespace cxxloop::test {
 
@@ -22,6 +27,8 @@ public:
     Fd& operator=(Fd&& o) noexcept { std::swap(fd_, o.fd_); return *this; }
     ~Fd() { reset(); }
     int get() const noexcept { return fd_; }
+    /// Gives up ownership: returns the fd and forgets it.
+    int release() noexcept { return std::exchange(fd_, -1); }
     void reset() noexcept { if (fd_ >= 0) ::close(fd_); fd_ = -1; }
 private:
     int fd_ = -1;
@@ -47,6 +54,19 @@ inline void put_byte(int fd) { EXPECT_EQ(::write(fd, "x", 1), 1); }
 /// Seconds elapsed on the steady clock since `start`.
 inline double since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// Why backend `name` cannot run on this machine, or empty when it can ("uring"
+/// needs a usable io_uring; the others always work).
+inline std::string unavailable_reason(std::string_view name) {
+    if (name != "uring" || uring_support().available) return {};
+    return "io_uring is unavailable: " + uring_support().reason;
+}
+
+/// make_poller(name), or a "poll" stand-in when the backend cannot run here, so a
+/// fixture member can always be built; the fixture's SetUp() then skips the test.
+inline std::unique_ptr<Poller> make_test_poller(const char* name) {
+    return make_poller(unavailable_reason(name).empty() ? name : "poll");
 }
 
 /// gtest name generator for value-parameterised tests over backend names.

@@ -10,7 +10,7 @@ namespace {
 
 #ifdef __linux__
 constexpr std::string_view kDefault = "epoll";
-constexpr const char* kChoices = "'epoll', 'poll' or 'select'";
+constexpr const char* kChoices = "'epoll', 'poll', 'select' or 'uring'";
 #else
 constexpr std::string_view kDefault = "poll";
 constexpr const char* kChoices = "'poll' or 'select'";
@@ -30,6 +30,7 @@ std::unique_ptr<Poller> make_poller(std::string_view name) {
     if (from_env) name = default_name();
 #ifdef __linux__
     if (name == "epoll") return make_epoll_poller();
+    if (name == "uring") return make_uring_poller();
 #endif
     if (name == "poll") return make_poll_poller();
     if (name == "select") return make_select_poller();
