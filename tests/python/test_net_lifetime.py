@@ -1,0 +1,157 @@
+"""Lifetime of stream transports: who keeps a transport alive, what happens to one
+nobody closed, and how BaseException subclasses leave a protocol callback. Each body
+runs on cxxloop and on the stock loop; cxxloop's transports keep themselves alive
+only while the engine watches their socket, as asyncio's selector does through its
+reader and writer handles."""
+
+import asyncio
+import gc
+import socket
+import weakref
+
+import pytest
+
+from conftest import run_briefly
+from nethelpers import RecordingProtocol, recv_exactly, run, run_until
+
+
+def _accepted(loop, factory):
+    a, b = socket.socketpair()
+    tr, pr = run(loop, loop.connect_accepted_socket(factory, a))
+    return tr, pr, b
+
+
+def test_closed_transport_is_collected(loop):
+    tr, pr, peer = _accepted(loop, lambda: RecordingProtocol(loop))
+    with peer:
+        ref = weakref.ref(tr)
+        tr.write(b"x")
+        assert recv_exactly(peer, 1) == b"x"
+        tr.close()
+        run_until(loop, lambda: pr.lost)
+        del tr, pr  # The recording protocol keeps its transport.
+        gc.collect()
+        assert ref() is None
+
+
+def test_transport_with_buffered_data_lives_until_flushed(loop):
+    # close() with data still queued: the transport stays alive, unreferenced,
+    # until the data is out and connection_lost has run.
+    lost = []
+
+    class P(asyncio.Protocol):  # Keeps no reference to its transport.
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    tr, pr, peer = _accepted(loop, P)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    data = b"y" * (4 * 1024 * 1024)
+    tr.write(data)
+    assert tr.get_write_buffer_size() > 0
+    tr.close()
+    ref = weakref.ref(tr)
+    del tr, pr
+    gc.collect()
+    assert ref() is not None, "a transport flushing its buffer must stay alive"
+    got = bytearray()
+    peer.setblocking(False)
+
+    def drained():
+        try:
+            while True:
+                chunk = peer.recv(1 << 20)
+                if not chunk:
+                    return True
+                got.extend(chunk)
+        except BlockingIOError:
+            return False
+
+    try:
+        run_until(loop, drained, timeout=20, what="all data and EOF")
+        run_until(loop, lambda: lost)
+    finally:
+        peer.close()
+    assert lost == [None]
+    assert bytes(got) == data
+    gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_transport_warns_when_the_loop_closes(loop_factory):
+    loop = loop_factory()
+    try:
+        a, b = socket.socketpair()
+        proto = asyncio.Protocol()  # Keeps no reference to its transport.
+        tr, _ = run(loop, loop.connect_accepted_socket(lambda: proto, a))
+        ref = weakref.ref(tr)
+        del tr
+        run_briefly(loop)
+        gc.collect()
+        assert ref() is not None, "a transport that is reading is held by the loop"
+    finally:
+        loop.close()
+    with pytest.warns(ResourceWarning, match="unclosed transport"):
+        gc.collect()
+    assert ref() is None
+    b.close()
+    # The transport's socket was closed by its finaliser.
+    assert a.fileno() == -1
+
+
+class _Raiser(asyncio.Protocol):
+    def __init__(self, exc_type):
+        self.exc_type = exc_type
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        raise self.exc_type("from data_received")
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_base_exception_from_data_received_leaves_the_loop(loop, exc_type):
+    tr, pr, peer = _accepted(loop, lambda: _Raiser(exc_type))
+    peer.send(b"boom")
+    with pytest.raises(exc_type, match="from data_received"):
+        loop.run_until_complete(asyncio.sleep(1))
+    # The loop still works, and the transport can be closed normally.
+    assert loop.run_until_complete(asyncio.sleep(0, "again")) == "again"
+    assert not loop.is_running()
+    tr.close()
+    run_briefly(loop)
+    peer.close()
+    run_briefly(loop)
+
+
+def test_write_type_errors_match(loop):
+    tr, pr, peer = _accepted(loop, lambda: RecordingProtocol(loop))
+    for bad in ("text", 1, None, [b"x"], object()):
+        with pytest.raises(TypeError, match="data argument must be a bytes-like object, not "
+                           + repr(type(bad).__name__)):
+            tr.write(bad)
+    tr.write(b"")  # Empty writes are no-ops.
+    tr.write(bytearray(b"ab"))
+    tr.write(memoryview(b"cd"))
+    tr.writelines([b"e", bytearray(b"f"), memoryview(b"g")])
+    assert recv_exactly(peer, 7) == b"abcdefg"
+    tr.write_eof()
+    with pytest.raises(RuntimeError, match=r"Cannot call write\(\) after write_eof\(\)"):
+        tr.write(b"x")
+    with pytest.raises(RuntimeError, match=r"Cannot call writelines\(\) after write_eof\(\)"):
+        tr.writelines([b"x"])
+    tr.close()
+    run_until(loop, lambda: pr.lost)
+    peer.close()
+
+
+def test_writes_after_connection_lost_are_counted_and_dropped(loop, caplog):
+    tr, pr, peer = _accepted(loop, lambda: RecordingProtocol(loop))
+    tr.abort()
+    run_until(loop, lambda: pr.lost)
+    for _ in range(6):
+        tr.write(b"late")
+    assert tr.get_write_buffer_size() == 0
+    assert any("socket.send() raised exception." in r.getMessage() for r in caplog.records)
+    peer.close()
