@@ -22,7 +22,7 @@ import weakref
 
 from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
 
-from . import _core
+from . import _core, _process
 
 __all__ = ("Loop", "SelectorEventLoop")
 
@@ -203,6 +203,7 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
             return
         if self._debug:
             base_events.logger.debug("Close %r", self)
+        _process.close_child_watches(self)
         self._close_core()
         self._close_signals()
         self._executor_shutdown_called = True
@@ -282,6 +283,10 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
         if self.is_closed():
             return False
         return self._remove_writer(self._fd(fileno))
+
+    # --- child processes: asyncio's Unix subprocess transport; exit seen by _process ------
+
+    _make_subprocess_transport = _process.make_subprocess_transport
 
     # --- signals: Python's wakeup fd writes signal numbers to a socket we watch --------------
 
@@ -378,7 +383,7 @@ _FROM_SELECTOR_LOOP = (
 _FROM_UNIX_LOOP = (
     "create_unix_connection", "create_unix_server", "_stop_serving",
     "_make_read_pipe_transport", "_make_write_pipe_transport",
-    "_make_subprocess_transport", "_child_watcher_callback",
+    "_child_watcher_callback",
     "_sock_sendfile_native", "_sock_sendfile_native_impl",
     "_sock_sendfile_update_filepos", "_sock_add_cancellation_callback",
 )
