@@ -290,7 +290,18 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
 
     # --- signals: Python's wakeup fd writes signal numbers to a socket we watch --------------
 
-    add_signal_handler = unix_events._UnixSelectorEventLoop.add_signal_handler
+    def add_signal_handler(self, sig, callback, *args):
+        """Run callback(*args) in the loop whenever signal sig arrives (main thread only)."""
+        unix_events._UnixSelectorEventLoop.add_signal_handler(self, sig, callback, *args)
+        # asyncio leaves warn_on_full_buffer on. A signal storm fills the wakeup socket,
+        # and CPython then queues the warning from inside its C signal handler through a
+        # lock that is not reentrant: a signal landing while the main thread holds that
+        # lock deadlocks the interpreter (seen on 3.13.0). The loop is woken up by the
+        # bytes already queued, so the warning carries nothing the loop needs.
+        # (unix_events.signal: the module object asyncio's own code calls, so a test
+        # that patches it sees this call too.)
+        unix_events.signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
+
     remove_signal_handler = unix_events._UnixSelectorEventLoop.remove_signal_handler
     _handle_signal = unix_events._UnixSelectorEventLoop._handle_signal
     _check_signal = unix_events._UnixSelectorEventLoop._check_signal
