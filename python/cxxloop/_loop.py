@@ -284,9 +284,10 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
             return False
         return self._remove_writer(self._fd(fileno))
 
-    # --- child processes: asyncio's Unix subprocess transport; exit seen by _process ------
+    # --- child processes and pipes: asyncio's Unix transports, tuned in _process ---------
 
     _make_subprocess_transport = _process.make_subprocess_transport
+    _make_read_pipe_transport = _process.make_read_pipe_transport
 
     # --- signals: Python's wakeup fd writes signal numbers to a socket we watch --------------
 
@@ -393,7 +394,7 @@ _FROM_SELECTOR_LOOP = (
 )
 _FROM_UNIX_LOOP = (
     "create_unix_connection", "create_unix_server", "_stop_serving",
-    "_make_read_pipe_transport", "_make_write_pipe_transport",
+    "_make_write_pipe_transport",
     "_child_watcher_callback",
     "_sock_sendfile_native", "_sock_sendfile_native_impl",
     "_sock_sendfile_update_filepos", "_sock_add_cancellation_callback",
