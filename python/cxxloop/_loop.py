@@ -22,7 +22,7 @@ import weakref
 
 from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
 
-from . import _core, _transports
+from . import _core, _process, _transports
 
 __all__ = ("Loop", "SelectorEventLoop")
 
@@ -203,6 +203,7 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
             return
         if self._debug:
             base_events.logger.debug("Close %r", self)
+        _process.close_child_watches(self)
         self._close_core()
         self._close_signals()
         self._executor_shutdown_called = True
@@ -289,9 +290,25 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
             return False
         return self._remove_writer(self._fd(fileno))
 
+    # --- child processes and pipes: asyncio's Unix transports, tuned in _process ---------
+
+    _make_subprocess_transport = _process.make_subprocess_transport
+    _make_read_pipe_transport = _process.make_read_pipe_transport
+
     # --- signals: Python's wakeup fd writes signal numbers to a socket we watch --------------
 
-    add_signal_handler = unix_events._UnixSelectorEventLoop.add_signal_handler
+    def add_signal_handler(self, sig, callback, *args):
+        """Run callback(*args) in the loop whenever signal sig arrives (main thread only)."""
+        unix_events._UnixSelectorEventLoop.add_signal_handler(self, sig, callback, *args)
+        # asyncio leaves warn_on_full_buffer on. A signal storm fills the wakeup socket,
+        # and CPython then queues the warning from inside its C signal handler through a
+        # lock that is not reentrant: a signal landing while the main thread holds that
+        # lock deadlocks the interpreter (seen on 3.13.0). The loop is woken up by the
+        # bytes already queued, so the warning carries nothing the loop needs.
+        # (unix_events.signal: the module object asyncio's own code calls, so a test
+        # that patches it sees this call too.)
+        unix_events.signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
+
     remove_signal_handler = unix_events._UnixSelectorEventLoop.remove_signal_handler
     _handle_signal = unix_events._UnixSelectorEventLoop._handle_signal
     _check_signal = unix_events._UnixSelectorEventLoop._check_signal
@@ -383,8 +400,8 @@ _FROM_SELECTOR_LOOP = (
 )
 _FROM_UNIX_LOOP = (
     "create_unix_connection", "create_unix_server", "_stop_serving",
-    "_make_read_pipe_transport", "_make_write_pipe_transport",
-    "_make_subprocess_transport", "_child_watcher_callback",
+    "_make_write_pipe_transport",
+    "_child_watcher_callback",
     "_sock_sendfile_native", "_sock_sendfile_native_impl",
     "_sock_sendfile_update_filepos", "_sock_add_cancellation_callback",
 )
