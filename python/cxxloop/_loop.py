@@ -243,6 +243,9 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
+
     # --- watching file descriptors ------------------------------------------------------------
 
     def _ensure_fd_no_transport(self, fd):
@@ -390,7 +393,7 @@ class _SelectorView:
 # (_add_reader/_add_writer and friends, call_soon, timers), so they behave exactly as
 # the stock loop's do, on top of the C++ scheduler and poller.
 _FROM_SELECTOR_LOOP = (
-    "_make_ssl_transport", "_make_datagram_transport",
+    "_make_ssl_transport",
     "_start_serving", "_accept_connection", "_accept_connection2", "_stop_serving",
     "_sendfile_native",
     "sock_recv", "_sock_recv", "_sock_read_done", "sock_recv_into", "_sock_recv_into",

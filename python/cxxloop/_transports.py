@@ -9,14 +9,15 @@ with the stock selector transport's observable behaviour.
 """
 
 import inspect
+import socket
 import warnings
 
-from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio import base_events, constants, futures, protocols, selector_events, transports, trsock
 from asyncio.log import logger
 
 from . import _core
 
-__all__ = ("SocketTransport",)
+__all__ = ("SocketTransport", "DatagramTransport")
 
 # Server._attach()/_detach() take the transport from Python 3.13 on (for
 # close_clients/abort_clients); before, they only count.
@@ -280,3 +281,16 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def _reset_empty_waiter(self):
         self._c.empty_waiter = None
+
+
+class DatagramTransport(selector_events._SelectorDatagramTransport):
+    """asyncio's datagram transport with its read side in C++: for IPv4 and IPv6
+    sockets `_read_ready` is a ``_core.DatagramReader`` (one recvfrom handed to
+    datagram_received without a Python frame). Sending and everything else is the
+    running interpreter's own code."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Set before asyncio's __init__ registers self._read_ready as the reader.
+            self._read_ready = _core.DatagramReader(self, sock.fileno())
+        super().__init__(loop, sock, protocol, address, waiter, extra)

@@ -47,6 +47,11 @@ bool loop_debug_unchecked(PyObject* loop);
 // --- bind_stream.cpp ----------------------------------------------------------------
 /// Creates the StreamCore type (the C half of the stream transports).
 bool init_stream(PyObject* module);
+/// Creates the DatagramReader type (the read side of UDP transports).
+bool init_datagram(PyObject* module);
+/// The buffer every read goes through under the GIL before it is copied out.
+constexpr Py_ssize_t kStreamScratchSize = 256 * 1024;
+char* stream_scratch() noexcept;
 
 // --- module.cpp: Python-level helpers installed by the package -------------------------
 struct Hooks {

@@ -19,6 +19,7 @@
 
 #include "bind.hpp"
 #include "cxxloop/stream.hpp"
+#include "structmember.h"
 
 namespace cxxloop::bind {
 namespace {
@@ -582,6 +583,8 @@ PyGetSetDef core_getset[] = {
 
 }  // namespace
 
+char* stream_scratch() noexcept { return g_scratch; }
+
 bool init_stream(PyObject* module) {
     str_data_received = PyUnicode_InternFromString("data_received");
     str_get_buffer = PyUnicode_InternFromString("get_buffer");
@@ -603,6 +606,174 @@ bool init_stream(PyObject* module) {
     PyObject* type = PyType_FromSpec(&spec);
     if (!type) return false;
     int rc = PyModule_AddObjectRef(module, "StreamCore", type);
+    Py_DECREF(type);
+    return rc == 0;
+}
+
+}  // namespace cxxloop::bind
+
+// --- datagrams: the read side of UDP transports ------------------------------------------------
+//
+// A DatagramReader is the `_read_ready` of a datagram transport (an instance attribute
+// set before asyncio's transport code registers it as the fd's reader): one call does
+// one recvfrom into the shared buffer and hands (bytes, address) to the protocol's
+// datagram_received, as asyncio's _SelectorDatagramTransport._read_ready does, without
+// a Python frame. Only AF_INET and AF_INET6 sockets get one: their addresses convert
+// exactly as the socket module converts them (inet_ntop, and the four-tuple for IPv6).
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+namespace cxxloop::bind {
+namespace {
+
+PyObject* str_datagram_received;
+PyObject* str_error_received;
+PyObject* str_protocol;
+PyObject* str_conn_lost;
+
+struct PyDatagramReader {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject* transport;
+    int fd;
+};
+
+PyObject* sockaddr_to_python(const sockaddr_storage& ss, socklen_t len) {
+    if (len == 0) Py_RETURN_NONE;
+    char buf[INET6_ADDRSTRLEN];
+    if (ss.ss_family == AF_INET) {
+        const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+        if (!inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf))) return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(si)", buf, int(ntohs(a.sin_port)));
+    }
+    if (ss.ss_family == AF_INET6) {
+        const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+        if (!inet_ntop(AF_INET6, &a.sin6_addr, buf, sizeof(buf))) return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(siII)", buf, int(ntohs(a.sin6_port)), unsigned(ntohl(a.sin6_flowinfo)),
+                             unsigned(a.sin6_scope_id));
+    }
+    PyErr_Format(PyExc_OSError, "unsupported address family %d", int(ss.ss_family));
+    return nullptr;
+}
+
+PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject* kwnames) {
+    auto* r = reinterpret_cast<PyDatagramReader*>(self);
+    if (PyVectorcall_NARGS(nargsf) || kwnames) {
+        PyErr_SetString(PyExc_TypeError, "_read_ready() takes no arguments");
+        return nullptr;
+    }
+    PyObject* lost = PyObject_GetAttr(r->transport, str_conn_lost);
+    if (!lost) return nullptr;
+    int is_lost = PyObject_IsTrue(lost);
+    Py_DECREF(lost);
+    if (is_lost) return is_lost < 0 ? nullptr : Py_NewRef(Py_None);
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    ssize_t n;
+    do {
+        len = sizeof(ss);
+        n = ::recvfrom(r->fd, stream_scratch(), kStreamScratchSize, 0, reinterpret_cast<sockaddr*>(&ss), &len);
+    } while (n < 0 && errno == EINTR);
+    PyObject* protocol = PyObject_GetAttr(r->transport, str_protocol);
+    if (!protocol) return nullptr;
+    PyObject* result = nullptr;
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            Py_DECREF(protocol);
+            Py_RETURN_NONE;
+        }
+        PyObject* exc = make_os_error(std::error_code(errno, std::generic_category()));
+        if (exc) {
+            PyObject* args[2] = {protocol, exc};
+            result = PyObject_VectorcallMethod(str_error_received, args, 2, nullptr);
+            Py_DECREF(exc);
+        }
+    } else {
+        PyObject* data = PyBytes_FromStringAndSize(stream_scratch(), n);
+        PyObject* addr = data ? sockaddr_to_python(ss, len) : nullptr;
+        if (addr) {
+            PyObject* args[3] = {protocol, data, addr};
+            result = PyObject_VectorcallMethod(str_datagram_received, args, 3, nullptr);
+        }
+        Py_XDECREF(data);
+        Py_XDECREF(addr);
+    }
+    Py_DECREF(protocol);
+    if (!result) return nullptr;
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+PyObject* reader_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
+    static const char* kwlist[] = {"transport", "fd", nullptr};
+    PyObject* transport;
+    int fd;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi", const_cast<char**>(kwlist), &transport, &fd)) return nullptr;
+    PyObject* self = type->tp_alloc(type, 0);
+    if (!self) return nullptr;
+    auto* r = reinterpret_cast<PyDatagramReader*>(self);
+    r->vectorcall = reader_call;
+    r->transport = Py_NewRef(transport);
+    r->fd = fd;
+    return self;
+}
+
+PyObject* reader_repr(PyObject* self) {
+    // Reads like the bound method it stands for, in "Exception in callback ..." logs.
+    PyObject* tr = reinterpret_cast<PyDatagramReader*>(self)->transport;
+    return PyUnicode_FromFormat("%s._read_ready", tr ? Py_TYPE(tr)->tp_name : "DatagramTransport");
+}
+
+int reader_traverse(PyObject* self, visitproc visit, void* arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(reinterpret_cast<PyDatagramReader*>(self)->transport);
+    return 0;
+}
+
+int reader_clear(PyObject* self) {
+    Py_CLEAR(reinterpret_cast<PyDatagramReader*>(self)->transport);
+    return 0;
+}
+
+void reader_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+PyMemberDef reader_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(PyDatagramReader, vectorcall), READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+}  // namespace
+
+bool init_datagram(PyObject* module) {
+    str_datagram_received = PyUnicode_InternFromString("datagram_received");
+    str_error_received = PyUnicode_InternFromString("error_received");
+    str_protocol = PyUnicode_InternFromString("_protocol");
+    str_conn_lost = PyUnicode_InternFromString("_conn_lost");
+    if (!str_datagram_received || !str_error_received || !str_protocol || !str_conn_lost) return false;
+    PyType_Slot slots[] = {
+        {Py_tp_new, reinterpret_cast<void*>(reader_new)},
+        {Py_tp_dealloc, reinterpret_cast<void*>(reader_dealloc)},
+        {Py_tp_traverse, reinterpret_cast<void*>(reader_traverse)},
+        {Py_tp_clear, reinterpret_cast<void*>(reader_clear)},
+        {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+        {Py_tp_repr, reinterpret_cast<void*>(reader_repr)},
+        {Py_tp_members, reader_members},
+        {Py_tp_doc, const_cast<char*>("DatagramReader(transport, fd): one recvfrom into datagram_received.")},
+        {0, nullptr},
+    };
+    PyType_Spec spec = {"cxxloop._core.DatagramReader", int(sizeof(PyDatagramReader)), 0,
+                        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL, slots};
+    PyObject* type = PyType_FromSpec(&spec);
+    if (!type) return false;
+    int rc = PyModule_AddObjectRef(module, "DatagramReader", type);
     Py_DECREF(type);
     return rc == 0;
 }
