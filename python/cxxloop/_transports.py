@@ -286,11 +286,14 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 class DatagramTransport(selector_events._SelectorDatagramTransport):
     """asyncio's datagram transport with its read side in C++: for IPv4 and IPv6
     sockets `_read_ready` is a ``_core.DatagramReader`` (one recvfrom handed to
-    datagram_received without a Python frame). Sending and everything else is the
-    running interpreter's own code."""
+    datagram_received without a Python frame) and `sendto` a ``_core.DatagramSender``
+    (the immediate send of bytes to a numeric address, falling back to the stock
+    method for everything else). The rest is the running interpreter's own code."""
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Set before asyncio's __init__ registers self._read_ready as the reader.
             self._read_ready = _core.DatagramReader(self, sock.fileno())
+            stock_sendto = super().sendto
+            self.sendto = _core.DatagramSender(self, sock.fileno(), sock.family, stock_sendto)
         super().__init__(loop, sock, protocol, address, waiter, extra)
