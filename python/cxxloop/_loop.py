@@ -71,6 +71,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _is_numeric_port(port):
+    if port is None or type(port) is int:
+        return True
+    return isinstance(port, (str, bytes)) and port.isdigit()
+
+
 def _run_unless_cancelled(handle):
     # A stock asyncio Handle (signal handlers) queued through call_soon: asyncio's
     # ready queue skips cancelled handles, and so does this.
@@ -237,6 +243,23 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
         # None stands for a transport's own I/O (no handle exists for it).
         what = "<transport I/O>" if handle is None else base_events._format_handle(handle)
         base_events.logger.warning("Executing %s took %.3f seconds", what, seconds)
+
+    # --- DNS ------------------------------------------------------------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """socket.getaddrinfo() without blocking the loop. A numeric host with a
+        numeric port needs no lookup, so it is answered at once; names go through the
+        default executor, as asyncio does."""
+        if (not self._debug and not self._executor_shutdown_called
+                and not flags & socket.AI_CANONNAME and _is_numeric_port(port)):
+            self._check_closed()
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto,
+                                          flags | socket.AI_NUMERICHOST)
+            except (socket.gaierror, UnicodeError):
+                pass  # Not numeric (or not valid): the executor gives the real answer.
+        return await super().getaddrinfo(host, port, family=family, type=type,
+                                         proto=proto, flags=flags)
 
     # --- transports ------------------------------------------------------------------------
 

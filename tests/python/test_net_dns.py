@@ -2,6 +2,7 @@
 hosts (including IPv6 scope ids) handled exactly."""
 
 import asyncio
+import concurrent.futures
 import socket
 
 import pytest
@@ -155,3 +156,20 @@ def test_getnameinfo_scope_id(loop):
 def test_getnameinfo_bad_arguments(loop):
     with pytest.raises(TypeError):
         run(loop, loop.getnameinfo("127.0.0.1"))
+
+
+class _NoExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that fails the test if anything is submitted to it."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        raise AssertionError(f"executor used for {fn!r}{args!r}")
+
+
+@pytest.mark.parametrize("host,port", [("127.0.0.1", 80), ("::1", "443"), (None, 0),
+                                       (b"10.0.0.1", b"8080"), ("fe80::1%1", 22)])
+def test_numeric_getaddrinfo_needs_no_executor(loop, loop_kind, host, port):
+    if loop_kind == "asyncio":
+        pytest.skip("stock asyncio sends every getaddrinfo() to the executor")
+    loop.set_default_executor(_NoExecutor())
+    got = run(loop, loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    assert got == socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
