@@ -116,9 +116,12 @@ class _PipeBase:
     def _protocol_error(self, exc, message):
         # A protocol callback raised (data_received). asyncio's pipe transports call
         # it from their reader callback, so the exception reaches the loop's handler
-        # as a callback's exception and the transport carries on.
+        # as a callback's exception and the transport carries on. (`message` is the
+        # core's wording for a socket transport's fatal error, not used here.)
+        method = getattr(type(self._protocol), "data_received", None)
+        name = getattr(method, "__qualname__", "data_received")
         self._loop.call_exception_handler({
-            "message": f"Exception in callback {message}",
+            "message": f"Exception in callback {name}()",
             "exception": exc,
             "transport": self,
             "protocol": self._protocol,

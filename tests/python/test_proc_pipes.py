@@ -786,3 +786,20 @@ def test_write_pipe_kept_alive_while_watched(loop, fds):
     close_fd(fds, r)
     loop.run_until_complete(asyncio.wait_for(pr.lost, 5))
     assert wfile.closed
+
+
+def test_read_pipe_data_received_error_context(loop, fds, expect_exception_handler_calls):
+    class Failing(Proto):
+        def data_received(self, data):
+            raise ZeroDivisionError("chunk")
+
+    r, w = make_pipe(fds)
+    tr, pr = loop.run_until_complete(
+        loop.connect_read_pipe(lambda: Failing(loop), own(fds, r, "rb")))
+    os.write(w, b"x")
+    run_until(loop, lambda: expect_exception_handler_calls.calls)
+    (ctx,) = expect_exception_handler_calls.take()
+    assert ctx["message"].startswith("Exception in callback ")
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    tr.close()
+    loop.run_until_complete(pr.lost)
