@@ -5,6 +5,7 @@ uvloop and rloop, side by side in one run.
     python bench/proc/run.py                    # full run (~1.5 min)
     python bench/proc/run.py --markdown         # Markdown tables + machine details
     python bench/proc/run.py --json out.json    # every sample
+    python bench/proc/run.py --smoke            # tiny sizes, 1 repetition: does it run?
 
 Workloads (see bench/README.md):
   spawn_true    asyncio.create_subprocess_exec("true") then await wait(), one at a
@@ -42,10 +43,10 @@ MIB = 1024 * 1024
 
 
 class Workload:
-    """One kind of measurement (a worker run) and the size it is run at."""
+    """One kind of measurement (a worker run) and the sizes it is run at."""
 
-    def __init__(self, name, full, quick):
-        self.name, self.full, self.quick = name, full, quick
+    def __init__(self, name, full, quick, smoke):
+        self.name, self.full, self.quick, self.smoke = name, full, quick, smoke
 
 
 class Metric:
@@ -56,8 +57,8 @@ class Metric:
         self.higher_is_better = higher_is_better
 
 
-WORKLOADS = [Workload("spawn_true", 300, 100), Workload("pipe_cat", 100, 100),
-             Workload("signal_rtt", 5000, 1000)]
+WORKLOADS = [Workload("spawn_true", 300, 100, 5), Workload("pipe_cat", 100, 100, 2),
+             Workload("signal_rtt", 5000, 1000, 20)]
 METRICS = [
     Metric("spawn_true", "rate", "spawn+wait `true`", "processes/s", True),
     Metric("pipe_cat", "rate", "100 MiB through `cat`", "MiB/s", True),
@@ -101,7 +102,7 @@ async def spawn_true(n):
 async def pipe_cat(mib, transfers=3):
     """The median of `transfers` transfers (one takes only ~0.15 s): MiB/s, and the
     CPU time of this process (not cat's) per transfer, in ms."""
-    await _pipe_cat_once(16)  # warm-up
+    await _pipe_cat_once(min(mib, 16))  # warm-up
     results = [await _pipe_cat_once(mib) for _ in range(transfers)]
     return {"rate": statistics.median(r[0] for r in results),
             "cpu": statistics.median(r[1] for r in results)}
@@ -219,7 +220,7 @@ def run_all(args):
     for wl in WORKLOADS:
         if args.workloads and wl.name not in args.workloads:
             continue
-        size = wl.quick if args.quick else wl.full
+        size = wl.smoke if args.smoke else wl.quick if args.quick else wl.full
         samples = {name: [] for name in loops}
         errors = {}
         for rep in range(args.reps):
@@ -334,6 +335,8 @@ def versions():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 repetitions, smaller counts")
+    ap.add_argument("--smoke", action="store_true",
+                    help="1 repetition at tiny sizes (a check that it runs, not a measurement)")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--loops", default=",".join(LOOPS))
     ap.add_argument("--workloads", default="")
@@ -355,7 +358,7 @@ def main():
     args.loops = [x for x in args.loops.split(",") if x]
     args.workloads = [x for x in args.workloads.split(",") if x]
     if args.reps is None:
-        args.reps = 3 if args.quick else 7
+        args.reps = 1 if args.smoke else 3 if args.quick else 7
     results = run_all(args)
     if args.json:
         with open(args.json, "w") as f:

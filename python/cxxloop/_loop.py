@@ -22,7 +22,7 @@ import weakref
 
 from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
 
-from . import _core, _process, _transports
+from . import _core, _pipes, _process, _transports
 
 __all__ = ("Loop", "SelectorEventLoop")
 
@@ -316,10 +316,15 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
             return False
         return self._remove_writer(self._fd(fileno))
 
-    # --- child processes and pipes: asyncio's Unix transports, tuned in _process ---------
+    # --- pipes (C++ data path, _pipes) and child processes (_process) -----------------
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _pipes.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _pipes.WritePipeTransport(self, pipe, protocol, waiter, extra)
 
     _make_subprocess_transport = _process.make_subprocess_transport
-    _make_read_pipe_transport = _process.make_read_pipe_transport
 
     # --- signals: Python's wakeup fd writes signal numbers to a socket we watch --------------
 
@@ -410,9 +415,9 @@ class _SelectorView:
         return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
 
 
-# Transports, servers, pipes, subprocesses and the sock_* API: until the C++ transports
-# land (network and process issues), these are the running interpreter's own
-# selector-loop implementations, unchanged. They need only what the engine provides
+# SSL and datagram transports, servers, Unix sockets and the sock_* API: until C++
+# versions land, these are the running interpreter's own selector-loop
+# implementations, unchanged. They need only what the engine provides
 # (_add_reader/_add_writer and friends, call_soon, timers), so they behave exactly as
 # the stock loop's do, on top of the C++ scheduler and poller.
 _FROM_SELECTOR_LOOP = (
@@ -426,7 +431,6 @@ _FROM_SELECTOR_LOOP = (
 )
 _FROM_UNIX_LOOP = (
     "create_unix_connection", "create_unix_server", "_stop_serving",
-    "_make_write_pipe_transport",
     "_child_watcher_callback",
     "_sock_sendfile_native", "_sock_sendfile_native_impl",
     "_sock_sendfile_update_filepos", "_sock_add_cancellation_callback",

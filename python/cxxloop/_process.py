@@ -1,11 +1,10 @@
-"""Child processes of cxxloop's Loop: how a child's exit is observed, and the read
-size of pipe transports.
+"""Child processes of cxxloop's Loop: how a child's exit is observed.
 
 A child is spawned by the running interpreter's own Unix subprocess transport
-(subprocess.Popen plus pipe transports), exactly as the stock loop does. What differs
-is who notices that it exited. The stock loop asks the policy's child watcher, whose
-kind and warnings change from one Python version to the next. cxxloop watches each
-child itself:
+(subprocess.Popen plus the loop's pipe transports, _pipes), exactly as the stock
+loop does. What differs is who notices that it exited. The stock loop asks the
+policy's child watcher, whose kind and warnings change from one Python version to
+the next. cxxloop watches each child itself:
 
 - On Linux, a pidfd (os.pidfd_open) is registered with the loop's own reader
   machinery, i.e. the C++ poller. It becomes readable when the child exits; the loop
@@ -30,8 +29,7 @@ import threading
 from asyncio import events, unix_events
 from asyncio.log import logger
 
-__all__ = ("make_subprocess_transport", "close_child_watches", "pidfd_available",
-           "make_read_pipe_transport")
+__all__ = ("make_subprocess_transport", "close_child_watches", "pidfd_available")
 
 # Returned when a child's status was consumed by someone else, as asyncio reports it.
 _STATUS_LOST = 255
@@ -181,23 +179,3 @@ def close_child_watches(loop):
         os.close(pidfd)
     pidfds.clear()
 
-
-class _UnixReadPipeTransport(unix_events._UnixReadPipeTransport):
-    """asyncio's read pipe transport, reading at most 64 KiB at a time instead of 256.
-
-    Every read allocates a bytes object of the requested size and shrinks it to what
-    came. 256 KiB is above glibc's mmap threshold (128 KiB), so unless the allocator
-    happens to have raised that threshold, each read maps fresh pages and faults in
-    one per 4 KiB received: piping through `cat` measured ~45 ms of CPU per 100 MiB
-    with 64 KiB reads against 75-140 ms with 256 KiB ones. A pipe holds 64 KiB by
-    default, so a read of a pipe rarely returns more anyway; only enlarged pipes
-    (F_SETPIPE_SZ) and sockets given to connect_read_pipe() see smaller chunks.
-    The class keeps asyncio's name, so reprs read the same.
-    """
-
-    max_size = 64 * 1024
-
-
-def make_read_pipe_transport(loop, pipe, protocol, waiter=None, extra=None):
-    """Loop._make_read_pipe_transport."""
-    return _UnixReadPipeTransport(loop, pipe, protocol, waiter, extra)

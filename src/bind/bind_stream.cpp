@@ -13,6 +13,9 @@
 // While the stream is registered with the loop the core holds a reference to itself
 // (and so to the transport), as asyncio's selector holds a transport through its
 // reader and writer handles.
+//
+// Pipe transports (python/cxxloop/_pipes.py, StreamCore(..., pipe="read"|"write"))
+// differ from socket ones where asyncio's Unix pipe transports do; see PipeMode.
 #include <cstring>
 #include <new>
 #include <optional>
@@ -37,6 +40,17 @@ PyObject* str_buffer_updated;
 
 struct PyStreamCore;
 
+// What a pipe transport changes, following asyncio's Unix pipe transports:
+// - both: an exception from a protocol callback (data_received) is reported through
+//   transport._protocol_error(exc, message), which does not close the transport
+//   (asyncio's read pipe lets it reach the loop's handler as a callback's exception);
+// - write: the fd is watched for readability only to learn that the reader went away:
+//   a readable report reads nothing and calls transport._read_ready(), which closes
+//   the transport (and so stops the watch). write() while the transport is closing
+//   drops the data and counts it as lost. The protocol is resumed only once the queue
+//   is empty: resume reports are not forwarded, every drain calls _write_drained().
+enum class PipeMode : unsigned char { none, read, write };
+
 class Core final : public StreamHandler {
 public:
     Core(PyObject* self, PyObject* loop, EventLoop* ev, PyObject* transport, int fd, bool is_socket)
@@ -53,6 +67,10 @@ public:
 
     // --- StreamHandler -----------------------------------------------------------------
     std::span<char> read_buffer(size_t) noexcept override {
+        if (pipe == PipeMode::write) {  // The hang-up watch of a write pipe.
+            call_transport("_read_ready", nullptr);
+            return {};
+        }
         if (conn_lost || !protocol_) return {};
         if (!buffered_) return {g_scratch, size_t(kMaxSize)};
         PyObject* arg = PyLong_FromLong(-1);
@@ -112,9 +130,11 @@ public:
     }
 
     void on_pause_writing() noexcept override { call_transport("_maybe_pause_protocol", nullptr); }
-    void on_resume_writing() noexcept override { call_transport("_maybe_resume_protocol", nullptr); }
+    void on_resume_writing() noexcept override {
+        if (pipe != PipeMode::write) call_transport("_maybe_resume_protocol", nullptr);
+    }
     void on_drained() noexcept override {
-        if (empty_waiter || closing) call_transport("_write_drained", nullptr);
+        if (empty_waiter || closing || pipe == PipeMode::write) call_transport("_write_drained", nullptr);
     }
     // A method called from Python reports SystemExit/KeyboardInterrupt by returning
     // null itself, so the flag that would abort the loop's iteration is dropped.
@@ -175,6 +195,7 @@ public:
     long conn_lost = 0;
     bool eof = false;
     bool closing = false;  // Mirrors the transport's _closing, for on_drained.
+    PipeMode pipe = PipeMode::none;
     PyObject* empty_waiter = nullptr;
 
 private:
@@ -196,7 +217,7 @@ private:
         }
         PyObject* exc = fetch_exception();
         PyObject* msg = PyUnicode_FromString(message);
-        if (msg) call_transport("_fatal_error", exc, msg);
+        if (msg) call_transport(pipe == PipeMode::none ? "_fatal_error" : "_protocol_error", exc, msg);
         else abort_iteration();
         Py_XDECREF(msg);
         Py_DECREF(exc);
@@ -319,7 +340,8 @@ PyObject* core_write(PyObject* self, PyObject* data) {
     Py_ssize_t len = data_length(data);
     if (len < 0) return nullptr;
     if (len == 0) Py_RETURN_NONE;
-    if (c->conn_lost) return lost_write(c) ? Py_NewRef(Py_None) : nullptr;
+    if (c->conn_lost || (c->pipe == PipeMode::write && c->closing))
+        return lost_write(c) ? Py_NewRef(Py_None) : nullptr;
     WriteChunk chunk;
     if (!make_chunk(data, &chunk)) return nullptr;
     Py_INCREF(self);  // An error reported from inside write() may close the transport.
@@ -514,18 +536,29 @@ PyObject* get_flushing(PyObject* self, void*) {
 // --- the type ------------------------------------------------------------------------------
 
 PyObject* core_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
-    static const char* kwlist[] = {"loop", "transport", "fd", "is_socket", nullptr};
+    static const char* kwlist[] = {"loop", "transport", "fd", "is_socket", "pipe", nullptr};
     PyObject *loop, *transport;
     int fd, is_socket = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi|p", const_cast<char**>(kwlist), &loop, &transport, &fd,
-                                     &is_socket))
+    const char* pipe = nullptr;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi|pz", const_cast<char**>(kwlist), &loop, &transport, &fd,
+                                     &is_socket, &pipe))
         return nullptr;
+    PipeMode mode = PipeMode::none;
+    if (pipe && std::strcmp(pipe, "read") == 0) {
+        mode = PipeMode::read;
+    } else if (pipe && std::strcmp(pipe, "write") == 0) {
+        mode = PipeMode::write;
+    } else if (pipe) {
+        PyErr_SetString(PyExc_ValueError, "pipe must be None, 'read' or 'write'");
+        return nullptr;
+    }
     EventLoop* ev = loop_core(loop);
     if (!ev) return nullptr;
     PyObject* self = type->tp_alloc(type, 0);
     if (!self) return nullptr;
     try {
         reinterpret_cast<PyStreamCore*>(self)->core = new Core(self, loop, ev, transport, fd, is_socket);
+        reinterpret_cast<PyStreamCore*>(self)->core->pipe = mode;
     } catch (...) {
         set_from_cpp_exception();
         Py_DECREF(self);
@@ -597,8 +630,9 @@ bool init_stream(PyObject* module) {
         {Py_tp_clear, reinterpret_cast<void*>(core_clear)},
         {Py_tp_methods, core_methods},
         {Py_tp_getset, core_getset},
-        {Py_tp_doc, const_cast<char*>("StreamCore(loop, transport, fd, is_socket=True): the C++ data path "
-                                      "of a stream transport.")},
+        {Py_tp_doc, const_cast<char*>("StreamCore(loop, transport, fd, is_socket=True, pipe=None): the C++ "
+                                      "data path of a stream transport (pipe: 'read' or 'write' for "
+                                      "asyncio's pipe transport semantics).")},
         {0, nullptr},
     };
     PyType_Spec spec = {"cxxloop._core.StreamCore", int(sizeof(PyStreamCore)), 0,

@@ -566,3 +566,240 @@ def test_loop_close_does_not_close_pipe_transports(loop, fds):
     assert len(msgs) == 2, msgs
     assert all(m.startswith("unclosed transport") for m in msgs), msgs
     assert rfile.closed and wfile.closed
+
+
+# ---- details of asyncio's pipe transports (pinned for the C++ data path) ---------------
+
+
+def test_read_pipe_data_received_error_keeps_reading(loop, fds, expect_exception_handler_calls):
+    # An exception from data_received reaches the loop's exception handler and the
+    # transport goes on reading (unlike a socket transport, which closes).
+    class Failing(Proto):
+        def data_received(self, data):
+            super().data_received(data)
+            if len(self.events) == 2:
+                raise ZeroDivisionError("first chunk")
+
+    r, w = make_pipe(fds)
+    tr, pr = loop.run_until_complete(
+        loop.connect_read_pipe(lambda: Failing(loop), own(fds, r, "rb")))
+    os.write(w, b"one")
+    run_until(loop, lambda: expect_exception_handler_calls.calls)
+    calls = expect_exception_handler_calls.take()
+    assert len(calls) == 1 and isinstance(calls[0]["exception"], ZeroDivisionError)
+    assert not tr.is_closing()
+    os.write(w, b"two")
+    run_until(loop, lambda: pr.data() == b"onetwo")
+    close_fd(fds, w)
+    loop.run_until_complete(pr.lost)
+    assert pr.kinds() == ["made", "data", "eof", "lost"]
+    assert pr.events[-1] == ("lost", None)
+
+
+def test_read_pipe_eof_received_error_still_loses_connection(loop, fds, expect_exception_handler_calls):
+    class Failing(Proto):
+        def eof_received(self):
+            super().eof_received()
+            raise ZeroDivisionError("at eof")
+
+    r, w = make_pipe(fds)
+    rfile = own(fds, r, "rb")
+    tr, pr = loop.run_until_complete(loop.connect_read_pipe(lambda: Failing(loop), rfile))
+    close_fd(fds, w)
+    loop.run_until_complete(pr.lost)
+    assert pr.kinds() == ["made", "eof", "lost"]
+    assert pr.events[-1] == ("lost", None)
+    calls = expect_exception_handler_calls.take()
+    assert [type(c["exception"]) for c in calls] == [ZeroDivisionError]
+    assert rfile.closed
+
+
+def test_read_pipe_paused_before_connection_made(loop, fds):
+    # pause_reading() between the transport's creation and connection_made: reading
+    # does not start until resume_reading().
+    r, w = make_pipe(fds)
+    os.write(w, b"waiting")
+
+    class PauseAtOnce(Proto):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()
+
+    tr, pr = loop.run_until_complete(
+        loop.connect_read_pipe(lambda: PauseAtOnce(loop), own(fds, r, "rb")))
+    run_briefly(loop, 3)
+    assert pr.events == [("made",)]
+    tr.resume_reading()
+    run_until(loop, lambda: pr.data() == b"waiting")
+    tr.close()
+    loop.run_until_complete(pr.lost)
+
+
+def test_pipe_repr(loop, fds):
+    r, w = make_pipe(fds)
+    rtr, rpr = connect_read(loop, own(fds, r, "rb"))
+    wtr, wpr = connect_write(loop, own(fds, w, "wb"))
+    assert f"fd={r} polling" in repr(rtr)
+    assert f"fd={w} idle bufsize=0" in repr(wtr)
+    wtr.write(os.urandom(256 * 1024))
+    assert f"fd={w} polling bufsize=" in repr(wtr)
+    wtr.abort()
+    assert repr(wtr).endswith(f" closing fd={w} idle bufsize=0>")
+    loop.run_until_complete(wpr.lost)
+    assert repr(wtr).endswith(f" closed fd={w} closed>")
+    rtr.pause_reading()
+    assert f"fd={r} idle" in repr(rtr)
+    rtr.close()
+    assert repr(rtr).endswith(f" closing fd={r} idle>")
+    loop.run_until_complete(rpr.lost)
+    assert repr(rtr).endswith(f" closed fd={r} closed>")
+
+
+def test_pipe_repr_after_loop_close(loop, fds):
+    # asyncio's repr reads "open" once the loop is closed (CPython's uvloop#314 test).
+    r, w = make_pipe(fds)
+    rfile, wfile = own(fds, r, "rb"), own(fds, w, "wb")
+    rtr, _ = connect_read(loop, rfile)
+    wtr, _ = connect_write(loop, wfile)
+    loop.close()
+    assert repr(rtr).endswith(f" fd={r} open>")
+    assert repr(wtr).endswith(f" fd={w} open>")
+    rfile.close()
+    wfile.close()
+    rtr._pipe = wtr._pipe = None  # As CPython's test does: no unclosed warning.
+
+
+def test_write_pipe_resumes_only_when_empty(loop, fds):
+    # asyncio's pipe transport resumes the protocol once its buffer is empty, not at
+    # the low water mark.
+    r, w = make_pipe(fds)
+    sizes = []
+
+    class Recording(Proto):
+        def resume_writing(self):
+            super().resume_writing()
+            sizes.append(self.transport.get_write_buffer_size())
+
+    tr, pr = loop.run_until_complete(
+        loop.connect_write_pipe(lambda: Recording(loop), own(fds, w, "wb")))
+    tr.set_write_buffer_limits(high=32 * 1024, low=16 * 1024)
+    tr.write(os.urandom(1024 * 1024))
+    assert pr.kinds() == ["made", "pause"]
+    loop.add_reader(r, os.read, r, 8 * 1024)  # A slow reader: small reads.
+    try:
+        run_until(loop, lambda: sizes)
+    finally:
+        loop.remove_reader(r)
+    assert sizes == [0]
+    tr.close()
+    loop.run_until_complete(pr.lost)
+
+
+def test_write_pipe_writes_after_close_warn_after_five(loop, fds, caplog):
+    r, w = make_pipe(fds)
+    tr, pr = connect_write(loop, own(fds, w, "wb"))
+    tr.close()
+    with caplog.at_level("WARNING", logger="asyncio"):
+        for _ in range(5):
+            tr.write(b"x")
+        assert not caplog.records
+        tr.write(b"x")
+        tr.write(b"")  # Empty writes are not counted.
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "pipe closed by peer or os.write(pipe, data) raised exception."]
+    loop.run_until_complete(pr.lost)
+    assert os.read(r, 100) == b""
+
+
+def test_write_pipe_broken_pipe_on_first_write(loop, fds):
+    # The reader is gone before the watch noticed: the immediate write fails with
+    # EPIPE, which ends the transport with BrokenPipeError and no handler call.
+    r, w = make_pipe(fds)
+    wfile = own(fds, w, "wb")
+    tr, pr = connect_write(loop, wfile)
+    close_fd(fds, r)
+    tr.write(b"nobody reads")
+    assert tr.is_closing()
+    exc = loop.run_until_complete(asyncio.wait_for(pr.lost, 5))
+    assert isinstance(exc, BrokenPipeError)
+    assert pr.events == [("made",), ("lost", exc)]
+    assert wfile.closed
+    tr.write(b"dropped")
+
+
+def test_write_pipe_on_socket_closed_when_peer_sends(loop):
+    # The write end of a socket is watched for readability: data from the peer ends
+    # the transport as a hang-up does.
+    a, b = socket.socketpair()
+    try:
+        tr, pr = connect_write(loop, a)
+        b.sendall(b"unexpected")
+        loop.run_until_complete(asyncio.wait_for(pr.lost, 5))
+        assert pr.events == [("made",), ("lost", None)]
+        assert a.fileno() == -1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_write_pipe_on_pty_not_watched(loop, fds):
+    # A character device is not watched for readability: input arriving on the PTY
+    # master does not close a write transport on it.
+    master, slave = os.openpty()
+    fds += [master, slave]
+    tty.setraw(slave)
+    tr, pr = connect_write(loop, own(fds, master, "wb"))
+    os.write(slave, b"typed")
+    run_briefly(loop, 3)
+    assert not tr.is_closing()
+    assert pr.events == [("made",)]
+    tr.close()
+    loop.run_until_complete(pr.lost)
+
+
+def test_pipe_transports_collected_after_close(loop, fds):
+    import weakref
+
+    r, w = make_pipe(fds)
+    rtr, rpr = connect_read(loop, own(fds, r, "rb"))
+    wtr, wpr = connect_write(loop, own(fds, w, "wb"))
+    refs = [weakref.ref(rtr), weakref.ref(wtr)]
+    wtr.close()
+    rtr.close()
+    loop.run_until_complete(asyncio.gather(rpr.lost, wpr.lost))
+    rpr.transport = wpr.transport = None
+    del rtr, wtr
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+
+
+def test_write_pipe_kept_alive_while_watched(loop, fds):
+    # As with asyncio's reader handle, the loop holds a watched write pipe transport:
+    # dropping every reference does not lose it, and the reader's close is noticed.
+    r, w = make_pipe(fds)
+    wfile = own(fds, w, "wb")
+    tr, pr = connect_write(loop, wfile)
+    pr.transport = None
+    del tr
+    gc.collect()
+    assert not wfile.closed
+    close_fd(fds, r)
+    loop.run_until_complete(asyncio.wait_for(pr.lost, 5))
+    assert wfile.closed
+
+
+def test_read_pipe_data_received_error_context(loop, fds, expect_exception_handler_calls):
+    class Failing(Proto):
+        def data_received(self, data):
+            raise ZeroDivisionError("chunk")
+
+    r, w = make_pipe(fds)
+    tr, pr = loop.run_until_complete(
+        loop.connect_read_pipe(lambda: Failing(loop), own(fds, r, "rb")))
+    os.write(w, b"x")
+    run_until(loop, lambda: expect_exception_handler_calls.calls)
+    (ctx,) = expect_exception_handler_calls.take()
+    assert ctx["message"].startswith("Exception in callback ")
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    tr.close()
+    loop.run_until_complete(pr.lost)
