@@ -156,3 +156,45 @@ def test_writes_after_connection_lost_are_counted_and_dropped(loop, caplog):
     assert tr.get_write_buffer_size() == 0
     assert any("socket.send() raised exception." in r.getMessage() for r in caplog.records)
     peer.close()
+
+
+def _live(type_name):
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == type_name)
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "peer_close", "peer_reset", "write_eof", "pending_write"])
+def test_many_connections_leave_no_transport_objects(loop, loop_kind, how):
+    # Every way a connection ends releases the transport and its C++ core.
+    names = ("SocketTransport", "StreamCore", "_SelectorSocketTransport")
+    before = {n: _live(n) for n in names}
+    for _ in range(30):
+        a, b = socket.socketpair()
+        tr, pr = run(loop, loop.connect_accepted_socket(lambda: RecordingProtocol(loop), a))
+        if how == "close":
+            tr.close()
+        elif how == "abort":
+            tr.write(b"x" * 100000)
+            tr.abort()
+        elif how == "peer_close":
+            b.close()
+        elif how == "peer_reset":
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            tr.write(b"y")
+            b.close()
+        elif how == "write_eof":
+            tr.write_eof()
+            b.close()
+        elif how == "pending_write":
+            tr.write(b"z" * 3000000)
+            tr.close()
+            b.close()
+        run_until(loop, lambda: pr.lost)
+        if not tr.is_closing():
+            tr.close()
+        run_briefly(loop)
+        if b.fileno() != -1:
+            b.close()
+        del tr, pr
+    after = {n: _live(n) for n in names}
+    assert after == before
