@@ -53,6 +53,10 @@ bool init_datagram(PyObject* module);
 constexpr Py_ssize_t kStreamScratchSize = 256 * 1024;
 char* stream_scratch() noexcept;
 
+// --- bind_uring.cpp -----------------------------------------------------------------
+/// Adds uring_support() (the io_uring probe) to the module.
+bool init_uring(PyObject* module);
+
 // --- module.cpp: Python-level helpers installed by the package -------------------------
 struct Hooks {
     PyObject* report_callback_error = nullptr;  ///< (handle, exc) -> None
