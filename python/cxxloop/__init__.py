@@ -2,14 +2,19 @@
 
     asyncio.run(main(), loop_factory=cxxloop.new_event_loop)   # Python 3.12+
     cxxloop.run(main())                                        # any supported Python
+
+cxxloop.ProactorEventLoop is the same API on the io_uring engine (Linux); it is never
+the default: pass it as the loop_factory to choose it.
 """
 
 import asyncio as _asyncio
 
 from ._loop import Loop, SelectorEventLoop
 from ._policy import EventLoopPolicy
+from ._proactor import ProactorEventLoop
 
-__all__ = ("Loop", "EventLoop", "SelectorEventLoop", "EventLoopPolicy", "new_event_loop", "run")
+__all__ = ("Loop", "EventLoop", "SelectorEventLoop", "ProactorEventLoop", "EventLoopPolicy",
+           "new_event_loop", "run")
 __version__ = "0.1.0"
 
 EventLoop = Loop

@@ -109,27 +109,15 @@ class _UnixLoopParts(_SelectorLoopParts):
     """Methods of asyncio's Unix selector loop that cxxloop uses as they are."""
 
 
-class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
-    """An asyncio event loop whose engine is written in C++ (readiness-based).
+class _LoopBase(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
+    """What cxxloop's loops share: the C++ scheduler and engine, asyncio's policy code,
+    signals, fd watching and the transports. Not public: Loop (the selector loop) and
+    ProactorEventLoop (the io_uring loop) are siblings over it, as asyncio's selector
+    and proactor loops are siblings over BaseEventLoop."""
 
-    With no ``selector`` it waits on the engine's native poller: ``poller`` picks
-    "epoll", "poll" or "select"; None takes the CXXLOOP_POLLER environment variable,
-    else the best the platform has. Given any ``selectors.BaseSelector`` instance
-    (e.g. ``selectors.SelectSelector()`` for character devices on macOS) it waits on
-    that object instead, as asyncio's SelectorEventLoop does.
-    """
-
-    def __init__(self, selector=None, *, poller=None):
-        if selector is not None:
-            if not isinstance(selector, selectors.BaseSelector):
-                raise TypeError(
-                    f"selector must be a selectors.BaseSelector or None, got {selector!r}")
-            if poller is not None:
-                raise TypeError("pass either selector or poller, not both")
-            self._py_selector = selector
-            poller = selector
-        elif poller is not None and not isinstance(poller, str):
-            raise TypeError(f"poller must be a backend name or None, got {poller!r}")
+    def _init_loop(self, poller):
+        """Set up the engine over `poller` (a backend name, None or a selector) and the
+        Python-level state asyncio's inherited methods expect."""
         self._init_core(poller)
         _live_loops.add(self)
         self._thread_id = None
@@ -395,6 +383,30 @@ class Loop(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
     @_selector.setter
     def _selector(self, selector):
         self.__dict__["_py_selector"] = selector
+
+
+class Loop(_LoopBase):
+    """An asyncio event loop whose engine is written in C++ (readiness-based).
+
+    With no ``selector`` it waits on the engine's native poller: ``poller`` picks
+    "epoll", "poll" or "select"; None takes the CXXLOOP_POLLER environment variable,
+    else the best the platform has. Given any ``selectors.BaseSelector`` instance
+    (e.g. ``selectors.SelectSelector()`` for character devices on macOS) it waits on
+    that object instead, as asyncio's SelectorEventLoop does.
+    """
+
+    def __init__(self, selector=None, *, poller=None):
+        if selector is not None:
+            if not isinstance(selector, selectors.BaseSelector):
+                raise TypeError(
+                    f"selector must be a selectors.BaseSelector or None, got {selector!r}")
+            if poller is not None:
+                raise TypeError("pass either selector or poller, not both")
+            self._py_selector = selector
+            poller = selector
+        elif poller is not None and not isinstance(poller, str):
+            raise TypeError(f"poller must be a backend name or None, got {poller!r}")
+        self._init_loop(poller)
 
 
 class _SelectorView:

@@ -7,7 +7,9 @@ fails on stock asyncio, the test is wrong.
 Fixtures
 --------
 loop            a fresh event loop per param (ids: cxxloop-epoll, cxxloop-poll,
-                cxxloop-select, cxxloop-pyselector, asyncio).  An exception
+                cxxloop-select, cxxloop-pyselector, cxxloop-proactor, asyncio).
+                cxxloop-proactor is cxxloop.ProactorEventLoop (io_uring); where
+                io_uring is unavailable its tests skip with the probe's reason.  An exception
                 handler that records calls is installed; unexpected calls fail
                 the test.  The fixture closes the loop.
 loop_factory    a zero-argument callable making new loops of the param's kind
@@ -58,7 +60,8 @@ except Exception as exc:  # pragma: no cover - depends on the build
 
 
 CXX_POLLERS = ("epoll", "poll", "select")
-LOOP_KINDS = tuple(f"cxxloop-{p}" for p in CXX_POLLERS) + ("cxxloop-pyselector", "asyncio")
+LOOP_KINDS = tuple(f"cxxloop-{p}" for p in CXX_POLLERS) + (
+    "cxxloop-pyselector", "cxxloop-proactor", "asyncio")
 
 TEST_TIMEOUT = float(os.environ.get("CXXLOOP_TEST_TIMEOUT", "15"))
 
@@ -75,13 +78,29 @@ def require_cxxloop():
     return cxxloop
 
 
+def uring_unavailable_reason():
+    """None where cxxloop's io_uring engine can run here, else the probe's reason."""
+    available, _, reason = require_cxxloop()._core.uring_support()
+    return None if available else reason
+
+
+def skip_unless_uring():
+    reason = uring_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"io_uring is unavailable: {reason}")
+
+
 def make_loop(kind):
-    """Create a new, unconfigured loop of the given kind."""
+    """Create a new, unconfigured loop of the given kind (skips the test for the
+    proactor where io_uring is unavailable)."""
     if kind == "asyncio":
         return asyncio.SelectorEventLoop()
     mod = require_cxxloop()
     if kind == "cxxloop-pyselector":
         return mod.SelectorEventLoop(selectors.SelectSelector())
+    if kind == "cxxloop-proactor":
+        skip_unless_uring()
+        return mod.ProactorEventLoop()
     assert kind.startswith("cxxloop-"), kind
     return mod.Loop(poller=kind.split("-", 1)[1])
 
@@ -309,6 +328,8 @@ def loop_kind(request):
     marker = request.node.get_closest_marker("cxxloop_pending")
     if marker and is_cxx(request.param) and marker.args[0] in CXXLOOP_PENDING:
         pytest.skip(f"cxxloop does not implement {marker.args[0]} yet")
+    if request.param == "cxxloop-proactor" and cxxloop is not None:
+        skip_unless_uring()
     return request.param
 
 

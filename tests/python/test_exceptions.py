@@ -175,6 +175,8 @@ def test_subclass_overriding_default_exception_handler(loop_kind, loop_factory):
         base = asyncio.SelectorEventLoop
     elif loop_kind == "cxxloop-pyselector":
         base = conftest.require_cxxloop().SelectorEventLoop
+    elif loop_kind == "cxxloop-proactor":
+        base = conftest.require_cxxloop().ProactorEventLoop
     else:
         base = conftest.require_cxxloop().Loop
     seen = []
@@ -186,6 +188,8 @@ def test_subclass_overriding_default_exception_handler(loop_kind, loop_factory):
     if loop_kind == "cxxloop-pyselector":
         import selectors
         lp = Sub(selectors.SelectSelector())
+    elif loop_kind == "cxxloop-proactor":
+        lp = Sub()
     elif loop_kind.startswith("cxxloop-"):
         lp = Sub(poller=loop_kind.split("-", 1)[1])
     else:
