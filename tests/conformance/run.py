@@ -26,8 +26,10 @@ imported):
   ``loop._default_executor``; when the loop has no such attribute the harness
   uses the public ``shutdown_default_executor()`` instead.
 
-With ``--loop asyncio`` the same machinery runs with stock asyncio classes
-(a sanity check of the harness).
+With ``--loop proactor`` every one of those is ``cxxloop.ProactorEventLoop``
+(the io_uring loop), whatever poller a class is named after; where io_uring is
+unavailable the runner says why and exits 0.  With ``--loop asyncio`` the same
+machinery runs with stock asyncio classes (a sanity check of the harness).
 
 Every test also records whether it built a *foreign* loop: a stock
 ``BaseEventLoop`` (``TestLoop``, a bare ``BaseEventLoop``...) that is not the
@@ -210,7 +212,7 @@ class _Backend:
         from asyncio import base_events
         self.which = which
         self.stock_selector_loop = asyncio.SelectorEventLoop
-        if which == 'cxxloop':
+        if which in ('cxxloop', 'proactor'):
             try:
                 import cxxloop
             except ImportError:
@@ -218,6 +220,20 @@ class _Backend:
                 sys.path.insert(0, os.path.join(REPO, 'python'))
                 import cxxloop
             self.mod = cxxloop
+        if which == 'proactor':
+            # Everything is the proactor: the policy's loops, the classes tests name
+            # (asyncio.SelectorEventLoop() in setUp, asyncio.EventLoop), and every
+            # create_event_loop whatever selector its class is named after.
+            proactor = cxxloop.ProactorEventLoop
+
+            class ProactorPolicy(cxxloop.EventLoopPolicy):
+                def _loop_factory(self):
+                    return proactor()
+            self.loop_class = self.event_loop_class = proactor
+            self.policy_class = ProactorPolicy
+            self.factory = lambda poller=None: proactor()
+            under_test = (proactor,)
+        elif which == 'cxxloop':
             self.loop_class = cxxloop.SelectorEventLoop
             self.event_loop_class = getattr(cxxloop, 'EventLoop',
                                             cxxloop.SelectorEventLoop)
@@ -261,7 +277,7 @@ class _Backend:
 
     def install(self):
         import asyncio
-        if self.which == 'cxxloop':
+        if self.which in ('cxxloop', 'proactor'):
             asyncio.SelectorEventLoop = self.loop_class
             if hasattr(asyncio, 'EventLoop'):
                 asyncio.EventLoop = self.event_loop_class
@@ -647,7 +663,24 @@ def run_module(mr, args, stop_event):
     return mr
 
 
+def _uring_unavailable_reason():
+    try:
+        import cxxloop
+    except ImportError:
+        sys.path.insert(0, os.path.join(REPO, 'python'))
+        import cxxloop
+    available, _, reason = cxxloop._core.uring_support()
+    return None if available else reason
+
+
 def parent_main(args):
+    if args.loop == 'proactor':
+        reason = _uring_unavailable_reason()
+        if reason is not None:
+            # Not a failure: the proactor cannot run here (see the probe's reason).
+            print(f'cxxloop conformance: loop=proactor skipped: io_uring is '
+                  f'unavailable: {reason}', flush=True)
+            return 0
     avail = available_modules()
     runs = []
     if args.module:
@@ -774,7 +807,10 @@ def main(argv=None):
                    help='module group (repeatable; default core)')
     p.add_argument('--module', nargs='+', metavar='NAME',
                    help='run these modules (NAME or NAME:core|network|process)')
-    p.add_argument('--loop', choices=['cxxloop', 'asyncio'], default='cxxloop')
+    p.add_argument('--loop', choices=['cxxloop', 'proactor', 'asyncio'], default='cxxloop',
+                   help='cxxloop: the selector loop (each poller); proactor: '
+                        'cxxloop.ProactorEventLoop (io_uring) everywhere; asyncio: '
+                        'the stock loop (a check of the harness)')
     p.add_argument('--jobs', '-j', type=int, default=2)
     p.add_argument('--timeout', type=float, default=300,
                    help='per-module time budget in seconds (default 300)')
