@@ -283,7 +283,9 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._c.empty_waiter = None
 
 
-class DatagramTransport(selector_events._SelectorDatagramTransport):
+# asyncio.DatagramTransport is listed as well: the stock transport derives from it only
+# from Python 3.12 on, and ours must be one on every version (PITFALLS 1).
+class DatagramTransport(selector_events._SelectorDatagramTransport, transports.DatagramTransport):
     """asyncio's datagram transport with its read side in C++: for IPv4 and IPv6
     sockets `_read_ready` is a ``_core.DatagramReader`` (one recvfrom handed to
     datagram_received without a Python frame) and `sendto` a ``_core.DatagramSender``
