@@ -17,6 +17,8 @@ class Observer final : public LoopObserver {
 public:
     explicit Observer(PyObject* loop, bool release_gil) : loop_(loop), release_gil_(release_gil) {}
     void before_wait() noexcept override {
+        // Going idle: a good moment to give back handles a past burst left unused.
+        trim_handle_free_lists(monotonic());
         if (release_gil_) ts_ = PyEval_SaveThread();
     }
     void after_wait() noexcept override {
@@ -358,6 +360,8 @@ PyObject* loop_init_core(PyObject* self, PyObject* arg) {
 
 PyObject* loop_close_core(PyObject* self, PyObject*) {
     if (as_loop(self)->core) as_loop(self)->core->close();
+    // A closed loop never waits again; let this be a trim point too.
+    trim_handle_free_lists(monotonic());
     Py_RETURN_NONE;
 }
 
