@@ -5,6 +5,7 @@
 // The slots are written directly at the offsets their member descriptors report; the
 // core node (a Callback or Timer) sits after the base layout. Nothing Python lives
 // in the node, so the inherited dealloc and GC traversal stay correct.
+#include <algorithm>
 #include <cstddef>
 
 #include "bind.hpp"
@@ -296,6 +297,12 @@ Timer* timer_node(PyObject* h) {
 }
 
 PyObject* node_handle(Callback* cb) { return self_of(cb); }
+
+size_t handle_node_lead() {
+    // Everything from the GC header (two pointers before the object) to the node.
+    const Py_ssize_t lead = std::max(handle_ext_off, timer_ext_off) + Py_ssize_t(kNodeOffset + 2 * sizeof(void*));
+    return size_t(lead);
+}
 
 void trim_handle_free_lists(double now) {
     if (now - last_trim < kTrimPeriod) return;

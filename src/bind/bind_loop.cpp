@@ -350,6 +350,7 @@ PyObject* loop_init_core(PyObject* self, PyObject* arg) {
         auto core = std::make_unique<EventLoop>(std::move(poller));
         l->observer = new Observer(self, !python_selector);
         core->set_observer(l->observer);
+        core->set_callback_lead(handle_node_lead());
         l->core = core.release();
     } catch (...) {
         if (!PyErr_Occurred()) set_from_cpp_exception();
