@@ -185,7 +185,7 @@ bool EventLoop::run() {
 int64_t EventLoop::compute_timeout_ns() noexcept {
     if (!ready_.empty() || stopping_) return 0;
     if (timers_.empty()) return -1;
-    double delay = timers_.top()->when - time();
+    double delay = timers_.top_when() - time();
     if (delay <= 0) return 0;
     if (delay > kMaxWaitSeconds) delay = kMaxWaitSeconds;
     return int64_t(std::ceil(delay * 1e9));
@@ -262,12 +262,10 @@ void EventLoop::drop_cancelled_timers() noexcept {
 
 void EventLoop::queue_due_timers() noexcept {
     if (timers_.empty()) return;
-    const double now = time();
-    while (!timers_.empty() && timers_.top()->when <= now) {
-        Timer* t = timers_.pop();
+    timers_.pop_due(time(), [this](Timer* t) {
         t->scheduled = false;
         ready_.push(t);  // The heap's reference moves to the ready queue.
-    }
+    });
 }
 
 namespace {
