@@ -147,6 +147,14 @@ bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, c
                    PyObject** context) {
     *context = nullptr;
     if (!kwnames) return true;
+    // asyncio's C Task passes the same ("context",) tuple on every step; once a
+    // tuple was seen to be exactly that, its identity decides. It is kept alive so
+    // its address cannot be reused by another tuple.
+    static PyObject* context_only = nullptr;
+    if (kwnames == context_only) {
+        *context = args[nargs];
+        return true;
+    }
     // Keyword names are interned, so identity almost always decides.
     static PyObject* context_str = PyUnicode_InternFromString("context");
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
@@ -157,6 +165,7 @@ bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, c
         }
         *context = args[nargs + i];
     }
+    if (PyTuple_GET_SIZE(kwnames) == 1) Py_XSETREF(context_only, Py_NewRef(kwnames));
     return true;
 }
 
@@ -185,6 +194,9 @@ int as_fd(PyObject* obj) {
 }
 
 PyObject* tuple_from(PyObject* const* items, Py_ssize_t n) {
+    // Most callbacks take no arguments: hand out the one empty tuple directly.
+    static PyObject* empty = PyTuple_New(0);
+    if (n == 0 && empty) return Py_NewRef(empty);
     PyObject* t = PyTuple_New(n);
     if (!t) return nullptr;
     for (Py_ssize_t i = 0; i < n; ++i) PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
