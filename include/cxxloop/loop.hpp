@@ -195,6 +195,11 @@ public:
     void set_debug(bool on) noexcept { debug_ = on; }
     bool debug() const noexcept { return debug_; }
     void set_slow_callback_duration(double s) noexcept { slow_callback_duration_ = s; }
+    /// How many bytes of its owner before a Callback node running it touches (the
+    /// binding embeds nodes at the end of Python handles, after the header and
+    /// slots). In large batches the ready phase prefetches that span with each
+    /// upcoming node. 0 by default; only a performance hint.
+    void set_callback_lead(size_t bytes) noexcept { callback_lead_ = bytes; }
     double slow_callback_duration() const noexcept { return slow_callback_duration_; }
 
 private:
@@ -235,6 +240,7 @@ private:
     bool closed_ = false;
     bool debug_ = false;
     double slow_callback_duration_ = 0.1;
+    size_t callback_lead_ = 0;
     LoopObserver default_observer_;
     LoopObserver* observer_ = &default_observer_;
 

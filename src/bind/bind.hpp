@@ -33,6 +33,12 @@ Callback* handle_node(PyObject* handle);
 Timer* timer_node(PyObject* handle);
 /// The handle object that owns a core node (borrowed).
 PyObject* node_handle(Callback* cb);
+/// Bytes of a handle object before its core node, counting the GC header (for
+/// EventLoop::set_callback_lead).
+size_t handle_node_lead();
+/// Frees the dead handles kept for reuse that no loop needed during the last trim
+/// period; a no-op when called again within the period. `now` is monotonic().
+void trim_handle_free_lists(double now);
 
 // --- bind_loop.cpp -----------------------------------------------------------------
 bool init_loop(PyObject* module);

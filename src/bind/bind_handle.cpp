@@ -5,6 +5,7 @@
 // The slots are written directly at the offsets their member descriptors report; the
 // core node (a Callback or Timer) sits after the base layout. Nothing Python lives
 // in the node, so the inherited dealloc and GC traversal stay correct.
+#include <algorithm>
 #include <cstddef>
 
 #include "bind.hpp"
@@ -33,15 +34,27 @@ constexpr size_t kNodeOffset = offsetof(HandleExt, node);
 
 PyTypeObject* HandleType = nullptr;
 
-// Dead handles kept for reuse, per type: allocation and GC linking are a large
-// share of call_soon's cost. A free object keeps its memory and GC header; its
-// slots are all cleared and it is untracked. The next pointer lives in the node.
+// Dead handles kept for reuse, per type. A free object keeps its memory and GC
+// header; its slots are all cleared and it is untracked. The next pointer lives in
+// the callback slot.
+//
+// Allocation and GC linking are a large share of call_soon's cost, and a burst of
+// callbacks (thousands scheduled before the loop runs them) costs far more: pymalloc
+// faults fresh arenas in for the burst and unmaps them once it is over, each time.
+// So the list keeps every handle it is given, and trim() hands back what the loop
+// did not need: at each check, at least kTrimPeriod apart, the handles that stayed
+// on the list for the whole period (its low-water mark, above kKeep) are freed.
+// Memory held after a burst thus returns within one or two periods of the loop
+// going idle, and is never more than the peak number of live handles.
 struct FreeList {
     PyObject* head = nullptr;
-    int size = 0;
-    static constexpr int kMax = 1024;
+    size_t size = 0;
+    size_t low = 0;  // The smallest size since the last trim.
+    static constexpr size_t kKeep = 1024;
 };
 FreeList handle_free, timer_free;
+constexpr double kTrimPeriod = 1.0;  // Seconds.
+double last_trim = 0.0;
 PyTypeObject* TimerHandleType = nullptr;
 Py_ssize_t handle_ext_off = 0;
 Py_ssize_t timer_ext_off = 0;
@@ -210,14 +223,22 @@ void dealloc_into(PyObject* self, FreeList& fl) {
         Py_CLEAR(slot(self, S.when));
         Py_CLEAR(slot(self, S.scheduled));
     }
-    if (fl.size < FreeList::kMax) {
-        free_next(self) = fl.head;
-        fl.head = self;
-        ++fl.size;
-    } else {
-        tp->tp_free(self);
-    }
+    free_next(self) = fl.head;
+    fl.head = self;
+    ++fl.size;
     Py_DECREF(tp);
+}
+
+// Frees the handles that stayed on the list since the last trim, keeping kKeep.
+void trim(FreeList& fl, PyTypeObject* tp) {
+    for (size_t n = fl.low > FreeList::kKeep ? fl.low - FreeList::kKeep : 0; n > 0; --n) {
+        PyObject* op = fl.head;
+        fl.head = free_next(op);
+        free_next(op) = nullptr;
+        --fl.size;
+        tp->tp_free(op);
+    }
+    fl.low = fl.size;
 }
 
 void handle_dealloc(PyObject* self) { dealloc_into(self, handle_free); }
@@ -228,7 +249,7 @@ PyObject* alloc_from(PyTypeObject* tp, FreeList& fl) {
     if (!op) return tp->tp_alloc(tp, 0);
     fl.head = free_next(op);
     free_next(op) = nullptr;
-    --fl.size;
+    if (--fl.size < fl.low) fl.low = fl.size;
     PyObject_Init(op, tp);
     PyObject_GC_Track(op);
     return op;
@@ -276,6 +297,19 @@ Timer* timer_node(PyObject* h) {
 }
 
 PyObject* node_handle(Callback* cb) { return self_of(cb); }
+
+size_t handle_node_lead() {
+    // Everything from the GC header (two pointers before the object) to the node.
+    const Py_ssize_t lead = std::max(handle_ext_off, timer_ext_off) + Py_ssize_t(kNodeOffset + 2 * sizeof(void*));
+    return size_t(lead);
+}
+
+void trim_handle_free_lists(double now) {
+    if (now - last_trim < kTrimPeriod) return;
+    last_trim = now;
+    trim(handle_free, HandleType);
+    trim(timer_free, TimerHandleType);
+}
 
 PyObject* new_handle(PyObject* loop, PyObject* callback, PyObject* args, PyObject* context) {
     PyObject* h = alloc_from(HandleType, handle_free);

@@ -17,6 +17,8 @@ class Observer final : public LoopObserver {
 public:
     explicit Observer(PyObject* loop, bool release_gil) : loop_(loop), release_gil_(release_gil) {}
     void before_wait() noexcept override {
+        // Going idle: a good moment to give back handles a past burst left unused.
+        trim_handle_free_lists(monotonic());
         if (release_gil_) ts_ = PyEval_SaveThread();
     }
     void after_wait() noexcept override {
@@ -147,6 +149,14 @@ bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, c
                    PyObject** context) {
     *context = nullptr;
     if (!kwnames) return true;
+    // asyncio's C Task passes the same ("context",) tuple on every step; once a
+    // tuple was seen to be exactly that, its identity decides. It is kept alive so
+    // its address cannot be reused by another tuple.
+    static PyObject* context_only = nullptr;
+    if (kwnames == context_only) {
+        *context = args[nargs];
+        return true;
+    }
     // Keyword names are interned, so identity almost always decides.
     static PyObject* context_str = PyUnicode_InternFromString("context");
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
@@ -157,6 +167,7 @@ bool parse_context(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, c
         }
         *context = args[nargs + i];
     }
+    if (PyTuple_GET_SIZE(kwnames) == 1) Py_XSETREF(context_only, Py_NewRef(kwnames));
     return true;
 }
 
@@ -185,6 +196,9 @@ int as_fd(PyObject* obj) {
 }
 
 PyObject* tuple_from(PyObject* const* items, Py_ssize_t n) {
+    // Most callbacks take no arguments: hand out the one empty tuple directly.
+    static PyObject* empty = PyTuple_New(0);
+    if (n == 0 && empty) return Py_NewRef(empty);
     PyObject* t = PyTuple_New(n);
     if (!t) return nullptr;
     for (Py_ssize_t i = 0; i < n; ++i) PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
@@ -350,6 +364,7 @@ PyObject* loop_init_core(PyObject* self, PyObject* arg) {
         auto core = std::make_unique<EventLoop>(std::move(poller));
         l->observer = new Observer(self, !python_selector);
         core->set_observer(l->observer);
+        core->set_callback_lead(handle_node_lead());
         l->core = core.release();
     } catch (...) {
         if (!PyErr_Occurred()) set_from_cpp_exception();
@@ -360,6 +375,8 @@ PyObject* loop_init_core(PyObject* self, PyObject* arg) {
 
 PyObject* loop_close_core(PyObject* self, PyObject*) {
     if (as_loop(self)->core) as_loop(self)->core->close();
+    // A closed loop never waits again; let this be a trim point too.
+    trim_handle_free_lists(monotonic());
     Py_RETURN_NONE;
 }
 

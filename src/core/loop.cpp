@@ -236,7 +236,7 @@ bool EventLoop::run() {
 int64_t EventLoop::compute_timeout_ns() noexcept {
     if (!ready_.empty() || stopping_) return 0;
     if (timers_.empty()) return -1;
-    double delay = timers_.top()->when - time();
+    double delay = timers_.top_when() - time();
     if (delay <= 0) return 0;
     if (delay > kMaxWaitSeconds) delay = kMaxWaitSeconds;
     return int64_t(std::ceil(delay * 1e9));
@@ -317,17 +317,37 @@ void EventLoop::drop_cancelled_timers() noexcept {
 
 void EventLoop::queue_due_timers() noexcept {
     if (timers_.empty()) return;
-    const double now = time();
-    while (!timers_.empty() && timers_.top()->when <= now) {
-        Timer* t = timers_.pop();
+    timers_.pop_due(time(), [this](Timer* t) {
         t->scheduled = false;
         ready_.push(t);  // The heap's reference moves to the ready queue.
-    }
+    });
 }
+
+namespace {
+// How many callbacks ahead the ready phase prefetches. Far enough for a cache miss
+// to complete while the callbacks in between run, near enough that the lines are
+// still cached when their turn comes.
+constexpr size_t kPrefetchAhead = 8;
+// Smaller batches were queued recently enough to be cached still.
+constexpr size_t kPrefetchMinBatch = 256;
+
+// Fetches a node and the `lead` bytes of its owner before it. Prefetching is only
+// a hint: it never faults, whatever the address.
+void prefetch_callback(const Callback* cb, size_t lead) noexcept {
+    const char* node = reinterpret_cast<const char*>(cb);
+    for (const char* p = node - lead; p < node + sizeof(Timer); p += 64) __builtin_prefetch(p, 1);
+    __builtin_prefetch(node + sizeof(Timer) - 1, 1);
+}
+}  // namespace
 
 bool EventLoop::run_ready() {
     const size_t n = ready_.size();
+    // A large batch is mostly callbacks whose memory left the cache long ago (a
+    // burst, or a heap of due timers): fetch each a few callbacks before its turn.
+    const bool prefetch = n >= kPrefetchMinBatch;
+    for (size_t i = 0; prefetch && i < kPrefetchAhead; ++i) prefetch_callback(ready_.at(i), callback_lead_);
     for (size_t i = 0; i < n && !ready_.empty(); ++i) {
+        if (prefetch && ready_.size() > kPrefetchAhead) prefetch_callback(ready_.at(kPrefetchAhead), callback_lead_);
         Callback* cb = ready_.pop();
         bool ok = true;
         if (!cb->cancelled) {

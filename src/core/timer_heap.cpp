@@ -1,6 +1,7 @@
 // timer_heap.cpp: the binary heap behind call_later/call_at.
 #include "cxxloop/timer_heap.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace cxxloop {
@@ -12,19 +13,22 @@ void TimerHeap::push(Timer* t) {
 
 Timer* TimerHeap::pop() noexcept {
     Timer* t = items_.front().timer;
-    remove(t);
+    remove_at(0);
     return t;
 }
 
-void TimerHeap::remove(Timer* t) noexcept {
-    const size_t i = t->heap_index;
+void TimerHeap::remove(Timer* t) noexcept { remove_at(t->heap_index); }
+
+void TimerHeap::remove_at(size_t i) noexcept {
     const Entry last = items_.back();
     items_.pop_back();
     if (i < items_.size()) {
         // The last entry fills the hole and moves whichever way restores order.
+        // Moved down, it sits below a smaller entry already; only if it stayed
+        // can it belong further up.
         place(i, last);
         sift_down(i);
-        sift_up(items_[i].timer == last.timer ? i : last.timer->heap_index);
+        if (items_[i].timer == last.timer) sift_up(i);
     }
 }
 
@@ -59,6 +63,36 @@ void TimerHeap::sift_down(size_t i) noexcept {
         i = best;
     }
     place(i, e);
+}
+
+// Counts the due timers, up to `limit`. They form a subtree at the root (a due
+// timer's parent is due too), so only that subtree and its fringe are visited.
+size_t TimerHeap::count_due(double now, size_t limit) {
+    size_t count = 0;
+    stack_.clear();
+    stack_.push_back(0);
+    while (!stack_.empty() && count < limit) {
+        const size_t i = stack_.back();
+        stack_.pop_back();
+        if (items_[i].when > now) continue;
+        ++count;
+        const size_t first = kArity * i + 1;
+        for (size_t c = first; c < first + kArity && c < items_.size(); ++c) stack_.push_back(c);
+    }
+    return count;
+}
+
+// Moves every due entry to due_, sorted, and rebuilds the heap from the rest.
+void TimerHeap::take_due(double now) {
+    size_t j = 0;
+    for (size_t i = 0; i < items_.size(); ++i) {
+        if (items_[i].when <= now) due_.push_back(items_[i]);
+        else if (j != i) place(j++, items_[i]);
+        else ++j;
+    }
+    items_.resize(j);
+    heapify();
+    std::sort(due_.begin(), due_.end());
 }
 
 void TimerHeap::heapify() noexcept {

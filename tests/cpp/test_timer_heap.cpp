@@ -130,3 +130,61 @@ TEST(TimerHeap, RemoveFromAnywhereKeepsOrder) {
     }
     EXPECT_EQ(n, timers.size() - (timers.size() + 2) / 3);
 }
+
+namespace {
+
+// Pops with pop_due(now) for each `now` in turn, checking the order against a
+// stable sort of the deadlines, then checks that what is left still pops in
+// order and can be removed by index (heap_index stayed consistent).
+void check_pop_due(const std::vector<double>& whens, const std::vector<double>& nows) {
+    auto ts = make_timers(whens);
+    TimerHeap h;
+    for (auto& t : ts) h.push(&t);
+    std::vector<Timer*> expected;
+    for (auto& t : ts) expected.push_back(&t);
+    std::stable_sort(expected.begin(), expected.end(), [](Timer* a, Timer* b) { return a->when < b->when; });
+    std::vector<Timer*> got;
+    for (double now : nows) {
+        size_t before = got.size();
+        h.pop_due(now, [&](Timer* t) { got.push_back(t); });
+        for (size_t i = before; i < got.size(); ++i) {
+            EXPECT_LE(got[i]->when, now);
+        }
+        if (!h.empty()) {
+            EXPECT_GT(h.top_when(), now);
+        }
+    }
+    ASSERT_LE(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "position " << i;
+    // Remove every third remaining timer through its heap_index, drain the rest.
+    std::vector<Timer*> rest(expected.begin() + got.size(), expected.end());
+    for (size_t i = 0; i < rest.size(); i += 3) h.remove(rest[i]);
+    std::vector<Timer*> kept;
+    for (size_t i = 0; i < rest.size(); ++i)
+        if (i % 3 != 0) kept.push_back(rest[i]);
+    EXPECT_EQ(drain(h), kept);
+}
+
+}  // namespace
+
+TEST(TimerHeap, PopDueOneByOneWhenFewAreDue) {
+    std::vector<double> whens;
+    for (int i = 0; i < 1000; ++i) whens.push_back(double((i * 7919) % 1000));
+    check_pop_due(whens, {-1, 0, 3, 10, 11});
+}
+
+TEST(TimerHeap, PopDueInBulkWhenManyAreDue) {
+    std::mt19937 rng(777);
+    std::uniform_int_distribution<int> dist(0, 50);  // Many ties on purpose.
+    std::vector<double> whens(3000);
+    for (double& w : whens) w = dist(rng);
+    check_pop_due(whens, {20, 21, 40});
+    check_pop_due(whens, {1000});  // Everything due: the heap empties.
+}
+
+TEST(TimerHeap, PopDueOnEmptyHeap) {
+    TimerHeap h;
+    int calls = 0;
+    h.pop_due(1e9, [&](Timer*) { ++calls; });
+    EXPECT_EQ(calls, 0);
+}

@@ -4,6 +4,7 @@ import asyncio
 import contextvars
 import gc
 import sys
+import time
 import weakref
 
 import pytest
@@ -155,3 +156,31 @@ def test_close_releases_pending_callbacks(loop):
     gc.collect()
     assert ref() is None
 
+
+
+def test_memory_of_a_burst_is_given_back(loop_factory):
+    # cxxloop keeps dead handles for reuse; what a burst left behind must go back
+    # to the allocator once the loops have not needed it for a while (about 1 s).
+    def burst(n):
+        lp = loop_factory()
+        for _ in range(n):
+            lp.call_soon(some_callback)
+            lp.call_later(0, some_callback)
+        lp.call_soon(lp.stop)
+        lp.run_forever()
+        lp.close()
+
+    def idle_pass():
+        lp = loop_factory()
+        lp.close()
+
+    burst(100)
+    gc.collect()
+    before = sys.getallocatedblocks()
+    burst(20000)
+    time.sleep(1.05)
+    idle_pass()  # The first check after the burst starts an idle period...
+    time.sleep(1.05)
+    idle_pass()  # ...and the next, a period later, frees what stayed unused.
+    gc.collect()
+    assert sys.getallocatedblocks() - before < 5000
