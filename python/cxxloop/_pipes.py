@@ -39,6 +39,7 @@ from asyncio import futures, transports
 from asyncio.log import logger
 
 from . import _core
+from ._transports import CoreReading
 
 __all__ = ("ReadPipeTransport", "WritePipeTransport")
 
@@ -140,7 +141,7 @@ class _PipeBase:
             self._loop = None
 
 
-class ReadPipeTransport(_PipeBase, transports.ReadTransport):
+class ReadPipeTransport(CoreReading, _PipeBase, transports.ReadTransport):
     """The read end of a pipe (or a socket, or a character device such as a PTY)."""
 
     max_size = 256 * 1024  # The most one read delivers, as asyncio's.
@@ -165,25 +166,6 @@ class ReadPipeTransport(_PipeBase, transports.ReadTransport):
             self._c.start_reading()
         except OSError:
             pass  # The fd could not be watched: reported to _stream_error already.
-
-    def is_reading(self):
-        return not self._paused and not self._closing
-
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._c.stop_reading()
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._start_reading()
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
 
     def close(self):
         if not self._closing:

@@ -35,7 +35,33 @@ else:
         server._detach()
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
+class CoreReading:
+    """is_reading/pause_reading/resume_reading of a transport whose reads come from a
+    StreamCore (`self._c`), with asyncio's rules: pausing a closing or paused
+    transport, or resuming one that is not paused, does nothing. The class provides
+    `_start_reading()`."""
+
+    def is_reading(self):
+        return not self._closing and not self._paused
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        self._c.stop_reading()
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._start_reading()
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+
+class SocketTransport(CoreReading, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream socket transport whose reads and writes are C++."""
 
     max_size = 256 * 1024  # The most one read delivers, as asyncio's.
@@ -132,25 +158,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def is_closing(self):
         return self._closing
-
-    def is_reading(self):
-        return not self._closing and not self._paused
-
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._c.stop_reading()
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._start_reading()
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
 
     def _start_reading(self):
         if self.is_reading():
