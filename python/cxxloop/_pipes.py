@@ -39,7 +39,7 @@ from asyncio import futures, transports
 from asyncio.log import logger
 
 from . import _core
-from ._transports import CoreReading
+from ._transports import CoreReading, report_fatal_error
 
 __all__ = ("ReadPipeTransport", "WritePipeTransport")
 
@@ -305,16 +305,7 @@ class WritePipeTransport(_PipeBase, transports._FlowControlMixin, transports.Wri
         logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
 
     def _fatal_error(self, exc, message="Fatal error on pipe transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+        report_fatal_error(self, exc, message)
         self._close(exc)
 
     def _close(self, exc=None):

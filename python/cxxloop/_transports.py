@@ -35,6 +35,22 @@ else:
         server._detach()
 
 
+def report_fatal_error(transport, exc, message):
+    """asyncio's rule for a transport's fatal error: an OSError (the peer or the
+    network) is only logged in debug mode; anything else goes to the loop's exception
+    handler."""
+    if isinstance(exc, OSError):
+        if transport._loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=True)
+    else:
+        transport._loop.call_exception_handler({
+            "message": message,
+            "exception": exc,
+            "transport": transport,
+            "protocol": transport._protocol,
+        })
+
+
 class CoreReading:
     """is_reading/pause_reading/resume_reading of a transport whose reads come from a
     StreamCore (`self._c`), with asyncio's rules: pausing a closing or paused
@@ -236,16 +252,7 @@ class SocketTransport(CoreReading, transports._FlowControlMixin, transports.Tran
         logger.warning("socket.send() raised exception.")
 
     def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+        report_fatal_error(self, exc, message)
         self._force_close(exc)
 
     def _force_close(self, exc):
