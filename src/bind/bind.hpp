@@ -13,6 +13,9 @@ namespace cxxloop::bind {
 /// Sets the Python OSError subclass that matches `ec` (the errno table is CPython's
 /// OSError constructor, which picks ConnectionResetError, BrokenPipeError, ...).
 void set_os_error(std::error_code ec);
+/// Takes the exception in flight as one normalised object carrying its traceback
+/// (new reference; the error indicator is cleared).
+PyObject* fetch_exception() noexcept;
 /// A new OSError instance (of the errno's subclass) for `ec`, or null with an error set.
 PyObject* make_os_error(std::error_code ec);
 /// Converts the C++ exception in flight into a Python exception. Call in a catch(...).

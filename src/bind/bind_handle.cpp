@@ -73,12 +73,7 @@ void node_release(Callback* cb) noexcept { Py_DECREF(self_of(cb)); }
 // the loop's exception handler. Returns false when the exception must propagate.
 bool report_error(PyObject* self) {
     if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) return false;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb && value) PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
+    PyObject* value = fetch_exception();
     PyObject* res = hooks.report_callback_error
                         ? PyObject_CallFunctionObjArgs(hooks.report_callback_error, self, value, nullptr)
                         : nullptr;

@@ -234,17 +234,6 @@ private:
         abort_iteration();
     }
 
-    // Takes the exception in flight as one normalised object with its traceback.
-    static PyObject* fetch_exception() noexcept {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb && value) PyException_SetTraceback(value, tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        return value;
-    }
-
     void abort_iteration() noexcept {
         if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
             abort_ = true;

@@ -16,6 +16,16 @@ void set_os_error(std::error_code ec) {
     Py_DECREF(args);
 }
 
+PyObject* fetch_exception() noexcept {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
 PyObject* make_os_error(std::error_code ec) {
     return PyObject_CallFunction(PyExc_OSError, "is", ec.value(), ec.message().c_str());
 }
