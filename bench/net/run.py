@@ -49,7 +49,8 @@ KEY = os.path.join(BUILD, "key.pem")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUBJECT = "cxxloop"
-PY_LOOPS = ["cxxloop", "uvloop", "rloop", "asyncio"]
+# "proactor" is cxxloop.ProactorEventLoop (io_uring); it is skipped where io_uring is not.
+PY_LOOPS = ["cxxloop", "proactor", "uvloop", "rloop", "asyncio"]
 C_REF = "C epoll"
 ALL_LOOPS = PY_LOOPS + ["c"]          # "c" = the C reference server
 
@@ -589,6 +590,7 @@ def loop_versions(python):
             "for d in ('cxxloop', 'uvloop', 'rloop', 'httptools'):\n"
             "    try: v[d] = m.version(d)\n"
             "    except Exception: v[d] = None\n"
+            "v['proactor'] = v['cxxloop']\n"
             "import sys; v['python'] = sys.version.split()[0]; v['python_build'] = ' '.join(sys.version.split()[1:])\n"
             "print(json.dumps(v))\n")
     try:

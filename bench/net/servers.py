@@ -51,6 +51,9 @@ def make_loop(name):
     if name == "cxxloop":
         import cxxloop
         return cxxloop.new_event_loop()
+    if name == "proactor":
+        import cxxloop
+        return cxxloop.ProactorEventLoop()
     raise SystemExit("unknown loop %r" % name)
 
 
@@ -235,7 +238,7 @@ async def http_server(loop, host, port):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--loop", required=True, choices=["asyncio", "uvloop", "rloop", "cxxloop"])
+    p.add_argument("--loop", required=True, choices=["asyncio", "uvloop", "rloop", "cxxloop", "proactor"])
     p.add_argument("--style", required=True,
                    choices=["sock", "streams", "protocol", "unix", "udp", "http", "tls"])
     p.add_argument("--host", default="127.0.0.1")
