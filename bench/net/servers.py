@@ -252,7 +252,7 @@ def main():
         loop = make_loop(args.loop)
         if args.style == "http":
             import httptools  # noqa: F401  (checked here so it is reported as unavailable)
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # OSError: the proactor without io_uring.
         say("UNAVAILABLE %s" % exc)
         return 3
     asyncio.set_event_loop(loop)
