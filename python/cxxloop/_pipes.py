@@ -39,7 +39,7 @@ from asyncio import futures, transports
 from asyncio.log import logger
 
 from . import _core
-from ._transports import CoreReading, report_fatal_error
+from ._transports import CoreReading, CoreState, report_fatal_error
 
 __all__ = ("ReadPipeTransport", "WritePipeTransport")
 
@@ -49,14 +49,13 @@ def _fd_kind(fileno):
     return stat.S_ISFIFO(mode), stat.S_ISSOCK(mode), stat.S_ISCHR(mode)
 
 
-class _PipeBase:
+class _PipeBase(CoreState):
     """What the read and the write pipe transports share: the pipe object, the core,
     the repr, and the end of the transport (connection_lost, then the pipe closed)."""
 
     # Read by __del__ and __repr__: set before anything in __init__ can fail.
     _pipe = None
     _fileno = None
-    _c = None
     _polling_attr = ""  # The core property that says the fd is polled ("reading" ...).
 
     def _attach_pipe(self, loop, pipe, protocol, mode):
@@ -68,14 +67,6 @@ class _PipeBase:
         # The Stream makes the fd non-blocking.
         self._c = _core.StreamCore(loop, self, self._fileno, is_socket=False, pipe=mode)
         self._c.set_protocol(protocol, False)  # asyncio's pipes call data_received only.
-
-    @property
-    def _closing(self):
-        return self._c.closing if self._c is not None else False
-
-    @_closing.setter
-    def _closing(self, value):
-        self._c.closing = value
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -227,14 +218,6 @@ class WritePipeTransport(_PipeBase, transports._FlowControlMixin, transports.Wri
             loop.call_soon(self._watch_peer)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    @property
-    def _conn_lost(self):
-        return self._c.conn_lost if self._c is not None else 0
-
-    @_conn_lost.setter
-    def _conn_lost(self, value):
-        self._c.conn_lost = value
 
     def _watch_peer(self):
         if self._closing:

@@ -51,6 +51,29 @@ def report_fatal_error(transport, exc, message):
         })
 
 
+class CoreState:
+    """asyncio's `_closing` and `_conn_lost` of a transport, kept in its StreamCore
+    (`self._c`) where the hot paths read them."""
+
+    _c = None
+
+    @property
+    def _conn_lost(self):
+        return self._c.conn_lost if self._c is not None else 0
+
+    @_conn_lost.setter
+    def _conn_lost(self, value):
+        self._c.conn_lost = value
+
+    @property
+    def _closing(self):
+        return self._c.closing if self._c is not None else False
+
+    @_closing.setter
+    def _closing(self, value):
+        self._c.closing = value
+
+
 class CoreReading:
     """is_reading/pause_reading/resume_reading of a transport whose reads come from a
     StreamCore (`self._c`), with asyncio's rules: pausing a closing or paused
@@ -77,7 +100,7 @@ class CoreReading:
             logger.debug("%r resumes reading", self)
 
 
-class SocketTransport(CoreReading, transports._FlowControlMixin, transports.Transport):
+class SocketTransport(CoreState, CoreReading, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream socket transport whose reads and writes are C++."""
 
     max_size = 256 * 1024  # The most one read delivers, as asyncio's.
@@ -123,22 +146,6 @@ class SocketTransport(CoreReading, transports._FlowControlMixin, transports.Tran
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     # --- state shared with the core -----------------------------------------------------
-
-    @property
-    def _conn_lost(self):
-        return self._c.conn_lost if self._c is not None else 0
-
-    @_conn_lost.setter
-    def _conn_lost(self, value):
-        self._c.conn_lost = value
-
-    @property
-    def _closing(self):
-        return self._c.closing if self._c is not None else False
-
-    @_closing.setter
-    def _closing(self, value):
-        self._c.closing = value
 
     @property
     def _eof(self):
