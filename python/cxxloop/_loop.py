@@ -5,8 +5,9 @@ _core.Loop base comes first in the MRO. What is not hot and is pure asyncio poli
 -- exception-handler formatting, run_until_complete, executors, async-generator
 hooks, debug checks -- is inherited from the running interpreter's own
 asyncio.base_events.BaseEventLoop (whose __init__ is not used), so it behaves
-exactly as that Python's stock loop does. Methods that later work will provide
-raise NotImplementedError.
+exactly as that Python's stock loop does. Transports have C++ data paths
+(_transports.py, _pipes.py); servers, sock_* and TLS are the interpreter's own
+selector-loop code on this engine (see _install below).
 """
 
 import asyncio
