@@ -437,6 +437,8 @@ def child_main(args):
             excluded.append(tid)
             continue
         selected.append(t)
+    if args.only_ids is not None:
+        selected = [t for t in selected if _short_id(t.id()) in args.only_ids]
     if args.first:
         emit(event='plan', tests=[_short_id(t.id()) for t in selected],
              excluded=excluded, patched=patched)
@@ -524,7 +526,7 @@ class ModuleRun:
         return c
 
 
-def run_module(mr, args, stop_event):
+def run_module(mr, args, stop_event, only_ids=None):
     if getattr(mr, 'skip_whole', None):
         mr.notes.append(f'excluded: {mr.skip_whole}')
         return mr
@@ -534,6 +536,10 @@ def run_module(mr, args, stop_event):
     os.close(fd)
     errpath = path[:-6] + '.stderr'
     skip_file = path[:-6] + '.skip'
+    only_file = path[:-6] + '.only'
+    if only_ids is not None:
+        with open(only_file, 'w') as f:
+            f.write('\n'.join(sorted(only_ids)))
     first = True
     pos = 0
     try:
@@ -546,6 +552,8 @@ def run_module(mr, args, stop_event):
                    '--skip-file', skip_file]
             if mr.part:
                 cmd += ['--part', mr.part]
+            if only_ids is not None:
+                cmd += ['--only-file', only_file]
             if args.exclusions:
                 cmd += ['--exclusions', args.exclusions]
             if first:
@@ -651,8 +659,8 @@ def run_module(mr, args, stop_event):
                                      'detail': 'not run: module timed out or aborted'}
                     mr.order.append(t)
     finally:
-        for p in (path, errpath, skip_file):
-            if args.keep_logs and p != skip_file:
+        for p in (path, errpath, skip_file, only_file):
+            if args.keep_logs and p not in (skip_file, only_file):
                 continue
             try:
                 os.unlink(p)
@@ -734,6 +742,32 @@ def parent_main(args):
         stop.set()
         raise
 
+    # A test that failed is run once more, alone in a fresh child: the machines
+    # are shared and some of CPython's tests are timing-sensitive.  A test that
+    # passes on the rerun counts as passed and is listed as flaky.
+    flaky = []
+    for _ in range(args.rerun):
+        again = []
+        for mr in runs:
+            ids = [i for i in mr.order
+                   if mr.results[i]['outcome'] in ('fail', 'error')
+                   and not i.endswith(('.<import>', '.<child>', '.<module>'))]
+            if ids:
+                again.append((mr, ids))
+        if not again or stop.is_set():
+            break
+        print(f'rerunning {sum(len(i) for _, i in again)} failed test(s) '
+              f'one module at a time', flush=True)
+        for mr, ids in again:
+            rr = ModuleRun(mr.module, mr.part, mr.group)
+            run_module(rr, args, stop, only_ids=set(ids))
+            for i in ids:
+                r = rr.results.get(i)
+                if r is not None and r['outcome'] == 'pass':
+                    r = dict(r, flaky=mr.results[i].get('detail', ''))
+                    mr.results[i] = r
+                    flaky.append((mr, i))
+
     total_pass = total_fail = total_skip = 0
     required_fail = 0
     allow = set(args.allow_fail or ())
@@ -760,6 +794,13 @@ def parent_main(args):
     for mr in runs:
         for n in mr.notes:
             print(f'note: {mr.label}: {n}')
+    if flaky:
+        print('\nFlaky tests (failed, then passed when run again alone):')
+        for mr, i in flaky:
+            first_line = next((d for d in reversed(
+                mr.results[i]['flaky'].strip().splitlines())
+                if d.strip() and not d.startswith(' ')), '')
+            print(f'  {i}\n        first run: {first_line[:200]}')
     failing = [(mr, i) for mr in runs for i in mr.order
                if mr.results[i]['outcome'] in ('fail', 'error')]
     if failing:
@@ -796,6 +837,8 @@ def parent_main(args):
     line = f'{total_pass} passed, {total_fail} failed'
     if total_skip:
         line += f', {total_skip} skipped'
+    if flaky:
+        line += f' ({len(flaky)} passed only when run again)'
     print(line)
     return 1 if required_fail else 0
 
@@ -819,6 +862,9 @@ def main(argv=None):
                         '(default 60)')
     p.add_argument('--allow-fail', action='append', metavar='GROUP',
                    help='failures in this group do not fail the exit code')
+    p.add_argument('--rerun', type=int, default=1, metavar='N',
+                   help='run failed tests again, alone, up to N times (default 1; '
+                        'a pass then counts, and the test is listed as flaky)')
     p.add_argument('--exclusions', default=os.path.join(HERE, 'excluded.txt'))
     p.add_argument('--no-exclusions', dest='exclusions', action='store_const',
                    const='')
@@ -832,11 +878,16 @@ def main(argv=None):
     p.add_argument('--part', help=argparse.SUPPRESS)
     p.add_argument('--out', help=argparse.SUPPRESS)
     p.add_argument('--skip-file', help=argparse.SUPPRESS)
+    p.add_argument('--only-file', help=argparse.SUPPRESS)
     p.add_argument('--first', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         args.module = args.child
         args.skip_ids = []
+        args.only_ids = None
+        if args.only_file:
+            with open(args.only_file) as f:
+                args.only_ids = {l for l in f.read().splitlines() if l}
         if args.skip_file and os.path.exists(args.skip_file):
             with open(args.skip_file) as f:
                 args.skip_ids = [l for l in f.read().splitlines() if l]
