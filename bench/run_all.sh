@@ -18,7 +18,7 @@ mkdir -p "$out"
 if [[ -z "${PYTHONS:-}" ]]; then
     PYTHONS=""
     for v in 3.11 3.12 3.13; do
-        for p in /root/.pyenv/versions/$v.*/bin/python "$(command -v python$v || true)"; do
+        for p in "$(pyenv root 2>/dev/null)"/versions/$v.*/bin/python "$(command -v python$v || true)"; do
             if [[ -x "$p" ]]; then PYTHONS+="$p "; break; fi
         done
     done

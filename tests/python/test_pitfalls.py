@@ -1,4 +1,4 @@
-"""One test per item of /work/shared/PITFALLS.md that concerns the loop
+"""One test per item of the team's PITFALLS list (shared/PITFALLS.md) that concerns the loop
 foundation (numbers refer to that list).  Several are also covered in the
 feature files; these are the canonical pins."""
 
