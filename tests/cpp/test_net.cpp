@@ -111,26 +111,20 @@ struct Rec : ListenerHandler, ConnectHandler {
     void on_connected(std::error_code ec) noexcept override { connects.push_back(ec); }
 };
 
-class NetTest : public ::testing::TestWithParam<const char*> {
+class NetTest : public BackendLoopTest {
 protected:
-    EventLoop loop{make_test_poller(GetParam())};
-
-    void SetUp() override {
-        if (auto why = unavailable_reason(GetParam()); !why.empty()) GTEST_SKIP() << why;
-    }
-    template <class Pred>
-    bool run_until(Pred done, int max = 500) {
-        for (int i = 0; i < max && !done(); ++i) {
-            auto guard = loop.call_later(0.01, [] {});
-            loop.run_once();
-        }
-        return done();
-    }
     Fd listener_fd(const SocketAddress& addr, int backlog = 100) {
         std::error_code ec;
         int fd = listen_socket(addr, ListenOptions{.backlog = backlog}, ec);
         EXPECT_GE(fd, 0) << ec.message();
         return Fd(fd);
+    }
+    /// A blocking client already connected to the listener (waiting in its backlog).
+    static Fd connected_client(int lfd) {
+        auto where = *SocketAddress::local_of(lfd);
+        Fd c(::socket(where.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+        EXPECT_EQ(::connect(c.get(), where.get(), where.size()), 0);
+        return c;
     }
 };
 
@@ -217,23 +211,15 @@ TEST_P(NetTest, CancelledConnectReportsNothing) {
     EXPECT_EQ(conn.connect(client.get(), *SocketAddress::local_of(lfd.get())), std::errc::connection_already_in_progress);
     conn.cancel();
     EXPECT_FALSE(conn.pending());
-    for (int i = 0; i < 5; ++i) {
-        auto guard = loop.call_later(0.005, [] {});
-        loop.run_once();
-    }
+    spin(5);
     EXPECT_TRUE(rec.connects.empty());
     EXPECT_EQ(loop.fd_count(), 0u);
 }
 
 TEST_P(NetTest, AcceptsAtMostBacklogPerReportAndStopFromTheHandler) {
     Fd lfd = listener_fd(*SocketAddress::ip("127.0.0.1", 0), 64);
-    auto where = *SocketAddress::local_of(lfd.get());
     std::vector<Fd> clients;
-    for (int i = 0; i < 6; ++i) {
-        Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        ASSERT_EQ(::connect(c.get(), where.get(), where.size()), 0);
-        clients.push_back(std::move(c));
-    }
+    for (int i = 0; i < 6; ++i) clients.push_back(connected_client(lfd.get()));
     Rec rec;
     Listener listener(loop, lfd.get(), rec, /*backlog=*/4);
     ASSERT_FALSE(listener.start());
@@ -243,10 +229,7 @@ TEST_P(NetTest, AcceptsAtMostBacklogPerReportAndStopFromTheHandler) {
     // A handler that stops the listener ends the batch at once.
     rec.on_accept_hook = [&] { listener.stop(); };
     ASSERT_TRUE(run_until([&] { return rec.accepted.size() == 5; }));
-    for (int i = 0; i < 5; ++i) {
-        auto guard = loop.call_later(0.005, [] {});
-        loop.run_once();
-    }
+    spin(5);
     EXPECT_EQ(rec.accepted.size(), 5u);
     EXPECT_EQ(loop.fd_count(), 0u);
 }
@@ -273,9 +256,7 @@ struct NoFreeFds {
 
 TEST_P(NetTest, BacksOffOnEmfileThenAcceptsAgain) {
     Fd lfd = listener_fd(*SocketAddress::ip("127.0.0.1", 0));
-    auto where = *SocketAddress::local_of(lfd.get());
-    Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ASSERT_EQ(::connect(client.get(), where.get(), where.size()), 0);
+    Fd client = connected_client(lfd.get());
     Rec rec;
     Listener listener(loop, lfd.get(), rec);
     listener.retry_delay = 0.05;
@@ -290,10 +271,7 @@ TEST_P(NetTest, BacksOffOnEmfileThenAcceptsAgain) {
         EXPECT_TRUE(rec.accepted.empty());
         // While backing off the loop neither watches the listener nor spins on it.
         EXPECT_EQ(loop.fd_count(), 0u);
-        for (int i = 0; i < 3; ++i) {
-            auto guard = loop.call_later(0.005, [] {});
-            loop.run_once();
-        }
+        spin(3);
         EXPECT_EQ(rec.accept_errors.size(), 1u);
     }
     // Descriptors are free again: after retry_delay the connection is accepted.
@@ -305,9 +283,7 @@ TEST_P(NetTest, BacksOffOnEmfileThenAcceptsAgain) {
 
 TEST_P(NetTest, StopDuringBackOffCancelsTheRetry) {
     Fd lfd = listener_fd(*SocketAddress::ip("127.0.0.1", 0));
-    auto where = *SocketAddress::local_of(lfd.get());
-    Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ASSERT_EQ(::connect(client.get(), where.get(), where.size()), 0);
+    Fd client = connected_client(lfd.get());
     Rec rec;
     Listener listener(loop, lfd.get(), rec);
     listener.retry_delay = 0.01;
@@ -321,10 +297,7 @@ TEST_P(NetTest, StopDuringBackOffCancelsTheRetry) {
     EXPECT_FALSE(listener.backing_off());
     EXPECT_EQ(loop.timer_count(), timers - 1);
     EXPECT_EQ(loop.fd_count(), 0u);
-    for (int i = 0; i < 4; ++i) {
-        auto guard = loop.call_later(0.01, [] {});
-        loop.run_once();
-    }
+    spin(4, 0.01);
     EXPECT_TRUE(rec.accepted.empty());
     // A restart accepts the waiting connection.
     ASSERT_FALSE(listener.start());

@@ -78,23 +78,7 @@ std::pair<Fd, Fd> tcp_pair() {
     return {std::move(server), std::move(client)};
 }
 
-class StreamTest : public ::testing::TestWithParam<const char*> {
-protected:
-    EventLoop loop{make_test_poller(GetParam())};
-
-    void SetUp() override {
-        if (auto why = unavailable_reason(GetParam()); !why.empty()) GTEST_SKIP() << why;
-    }
-    // Runs iterations until `done()` or `max` iterations passed (each waits at most 10 ms).
-    template <class Pred>
-    bool run_until(Pred done, int max = 500) {
-        for (int i = 0; i < max && !done(); ++i) {
-            auto guard = loop.call_later(0.01, [] {});
-            loop.run_once();
-        }
-        return done();
-    }
-};
+using StreamTest = BackendLoopTest;
 
 TEST_P(StreamTest, ReadsUntilEof) {
     auto [a, b] = socket_pair();

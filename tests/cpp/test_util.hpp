@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cxxloop/loop.hpp"
 #include "cxxloop/poller.hpp"
 #include "cxxloop/uring.hpp"
 
@@ -68,6 +69,31 @@ inline std::string unavailable_reason(std::string_view name) {
 inline std::unique_ptr<Poller> make_test_poller(const char* name) {
     return make_poller(unavailable_reason(name).empty() ? name : "poll");
 }
+
+/// A fixture with a loop on the backend named by the test's parameter, skipped where
+/// that backend cannot run here.
+class BackendLoopTest : public ::testing::TestWithParam<const char*> {
+protected:
+    EventLoop loop{make_test_poller(GetParam())};
+
+    void SetUp() override {
+        if (auto why = unavailable_reason(GetParam()); !why.empty()) GTEST_SKIP() << why;
+    }
+    /// Runs iterations until `done()` or `max` iterations passed (each waits at most
+    /// `wait` seconds); returns done().
+    template <class Pred>
+    bool run_until(Pred done, int max = 500, double wait = 0.01) {
+        for (int i = 0; i < max && !done(); ++i) {
+            auto guard = loop.call_later(wait, [] {});
+            loop.run_once();
+        }
+        return done();
+    }
+    /// Runs `n` iterations of at most `wait` seconds each.
+    void spin(int n, double wait = 0.005) {
+        run_until([] { return false; }, n, wait);
+    }
+};
 
 /// gtest name generator for value-parameterised tests over backend names.
 struct NameParam {
