@@ -61,6 +61,10 @@ public:
     virtual ~LoopObserver() = default;
     /// Called right before the blocking wait (the binding releases the GIL here).
     virtual void before_wait() noexcept {}
+    /// Asked right after before_wait(): the longest the wait may last, in
+    /// nanoseconds, or -1 for no limit of the embedder's own. The binding uses it to
+    /// wake an idle loop once to give back memory a burst left behind.
+    virtual int64_t wait_limit_ns() noexcept { return -1; }
     /// Called right after the wait returns (the binding re-acquires the GIL here).
     virtual void after_wait() noexcept {}
     /// The wait was interrupted by a signal. Return false to abort the iteration

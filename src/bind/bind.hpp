@@ -42,6 +42,9 @@ size_t handle_node_lead();
 /// Frees the dead handles kept for reuse that no loop needed during the last trim
 /// period; a no-op when called again within the period. `now` is monotonic().
 void trim_handle_free_lists(double now);
+// Nanoseconds until a trim check could give handles back (0: due now), or -1 when
+// the free lists hold no more than they keep for good.
+int64_t handle_trim_due_ns(double now);
 
 // --- bind_loop.cpp -----------------------------------------------------------------
 bool init_loop(PyObject* module);

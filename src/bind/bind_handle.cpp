@@ -6,6 +6,7 @@
 // core node (a Callback or Timer) sits after the base layout. Nothing Python lives
 // in the node, so the inherited dealloc and GC traversal stay correct.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "bind.hpp"
@@ -45,7 +46,10 @@ PyTypeObject* HandleType = nullptr;
 // did not need: at each check, at least kTrimPeriod apart, the handles that stayed
 // on the list for the whole period (its low-water mark, above kKeep) are freed.
 // Memory held after a burst thus returns within one or two periods of the loop
-// going idle, and is never more than the peak number of live handles.
+// going idle, and is never more than the peak number of live handles: while the
+// lists hold more than they keep, a loop about to sleep caps its wait at the next
+// check (handle_trim_due_ns), so even a loop with nothing to wait for wakes up to
+// give the burst back, then sleeps on.
 struct FreeList {
     PyObject* head = nullptr;
     size_t size = 0;
@@ -297,6 +301,12 @@ size_t handle_node_lead() {
     // Everything from the GC header (two pointers before the object) to the node.
     const Py_ssize_t lead = std::max(handle_ext_off, timer_ext_off) + Py_ssize_t(kNodeOffset + 2 * sizeof(void*));
     return size_t(lead);
+}
+
+int64_t handle_trim_due_ns(double now) {
+    if (handle_free.size <= FreeList::kKeep && timer_free.size <= FreeList::kKeep) return -1;
+    const double wait = last_trim + kTrimPeriod - now;
+    return wait <= 0 ? 0 : int64_t(std::ceil(wait * 1e9));
 }
 
 void trim_handle_free_lists(double now) {

@@ -18,9 +18,13 @@ public:
     explicit Observer(PyObject* loop, bool release_gil) : loop_(loop), release_gil_(release_gil) {}
     void before_wait() noexcept override {
         // Going idle: a good moment to give back handles a past burst left unused.
-        trim_handle_free_lists(monotonic());
+        const double now = monotonic();
+        trim_handle_free_lists(now);
+        limit_ns_ = handle_trim_due_ns(now);
         if (release_gil_) ts_ = PyEval_SaveThread();
     }
+    // An idle loop would otherwise sleep on with a burst's handles kept.
+    int64_t wait_limit_ns() noexcept override { return limit_ns_; }
     void after_wait() noexcept override {
         if (ts_) PyEval_RestoreThread(ts_);
         ts_ = nullptr;
@@ -43,6 +47,7 @@ private:
     PyObject* loop_;  // Borrowed: the loop owns the observer.
     bool release_gil_;
     PyThreadState* ts_ = nullptr;
+    int64_t limit_ns_ = -1;
 };
 
 // A Poller over any selectors.BaseSelector, for SelectorEventLoop(selector).

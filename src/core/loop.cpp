@@ -256,6 +256,8 @@ bool EventLoop::poll_io(int64_t timeout_ns) {
     std::error_code ec;
     if (timeout_ns != 0) {
         observer_->before_wait();
+        if (int64_t limit = observer_->wait_limit_ns(); limit >= 0 && (timeout_ns < 0 || limit < timeout_ns))
+            timeout_ns = limit > 0 ? limit : 1;
         ec = poller_->wait(timeout_ns, events_);
         observer_->after_wait();
         sleeping_.store(false);

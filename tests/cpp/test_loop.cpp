@@ -641,3 +641,33 @@ TEST_P(LoopTest, ThreadsafeWakeupsWorkInAChildForkedWithAWakePending) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LoopTest, ::testing::Values("epoll", "poll", "select", "uring"), NameParam());
+
+namespace {
+/// Limits every wait to 20 ms and counts the waits.
+struct CappingObserver : LoopObserver {
+    int waits = 0;
+    int64_t limit = 20'000'000;
+    void before_wait() noexcept override { ++waits; }
+    int64_t wait_limit_ns() noexcept override { return limit; }
+};
+}  // namespace
+
+TEST_P(LoopTest, TheObserverCanCapAnOtherwiseEndlessWait) {
+    CappingObserver obs;
+    loop.set_observer(&obs);
+    std::vector<int> fired;
+    loop.call_soon([] {});
+    loop.run_once();  // Runs the callback (no wait: it was ready).
+    const auto start = std::chrono::steady_clock::now();
+    loop.run_once();  // Nothing ready, no timer: would block forever without the cap.
+    const double took = since(start);
+    EXPECT_GE(took, 0.015);
+    EXPECT_LT(took, 2.0);
+    EXPECT_GE(obs.waits, 1);
+    // A timer due sooner than the cap still wins.
+    obs.limit = 5'000'000'000;
+    loop.call_later(0.01, [&] { fired.push_back(1); });
+    loop.run_once();
+    EXPECT_EQ(fired, std::vector<int>{1});
+    loop.set_observer(nullptr);
+}

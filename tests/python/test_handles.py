@@ -184,3 +184,33 @@ def test_memory_of_a_burst_is_given_back(loop_factory):
     idle_pass()  # ...and the next, a period later, frees what stayed unused.
     gc.collect()
     assert sys.getallocatedblocks() - before < 5000
+
+
+def test_an_idle_loop_gives_a_burst_back_without_any_wakeup(loop):
+    # A server that goes idle after a burst, with no timer and no I/O, still gives
+    # the handles back: the loop caps its sleep so the trim check comes round.
+    import threading
+
+    for _ in range(20000):
+        loop.call_soon(some_callback)
+        loop.call_later(0, some_callback)
+    loop.run_until_complete(asyncio.sleep(0))
+    gc.collect()
+    seen = {}
+
+    def watcher():
+        time.sleep(2.6)  # Two trim periods and some slack.
+        gc.collect()
+        seen["blocks"] = sys.getallocatedblocks()
+        loop.call_soon_threadsafe(loop.stop)
+
+    before = sys.getallocatedblocks()
+    t = threading.Thread(target=watcher)
+    t.start()
+    loop.run_forever()  # Nothing scheduled: the loop sleeps until the watcher stops it.
+    t.join()
+    assert before - seen["blocks"] > -1000   # never grew
+    if type(loop).__module__.startswith("cxxloop"):
+        # cxxloop held ~40k dead handles right after the burst; they are gone now.
+        assert before - seen["blocks"] > 20000
+
