@@ -28,13 +28,170 @@ PyObject* str_conn_lost;
 PyObject* str_closing;
 PyObject* str_paused;
 
-// Whether attribute `name` of `o` is false (0/None/empty); -1 on error.
-int attr_false(PyObject* o, PyObject* name) {
-    PyObject* v = PyObject_GetAttr(o, name);
+// --- the transport's state ------------------------------------------------------------------
+//
+// asyncio's datagram transport keeps its state (_protocol, _conn_lost, _closing,
+// _paused, _address, _buffer) as plain instance attributes. They are read from the
+// instance dict, with getattr for a name that is not there (_extra is a slot of
+// BaseTransport and always goes through getattr); a type that
+// defines one of the names as a data descriptor (which would take precedence over the
+// dict) is read with getattr throughout, decided once when the reader or sender is
+// made.
+
+PyObject* str_address;
+PyObject* str_buffer;
+PyObject* str_extra;
+PyObject* str_peername;
+
+// Whether none of the state names is a data descriptor of `type`.
+bool plain_state(PyTypeObject* type) {
+    for (PyObject* name : {str_protocol, str_conn_lost, str_closing, str_paused, str_address, str_buffer}) {
+        PyObject* d = _PyType_Lookup(type, name);  // Borrowed.
+        if (d && Py_TYPE(d)->tp_descr_set) return false;
+    }
+    return true;
+}
+
+// The instance dict of `o` (a new reference) when `plain`, else null; no error.
+PyObject* state_dict(PyObject* o, bool plain) {
+    if (!plain) return nullptr;
+    PyObject* dict = PyObject_GenericGetDict(o, nullptr);
+    if (!dict) PyErr_Clear();
+    return dict;
+}
+
+// transport.<name> (a new reference), from `dict` when it holds it.
+PyObject* state_get(PyObject* o, PyObject* dict, PyObject* name) {
+    if (dict) {
+        PyObject* v = PyDict_GetItemWithError(dict, name);
+        if (v) return Py_NewRef(v);
+        if (PyErr_Occurred()) return nullptr;
+    }
+    return PyObject_GetAttr(o, name);
+}
+
+// Whether transport.<name> is false (0/None/empty); -1 on error.
+int attr_false(PyObject* o, PyObject* dict, PyObject* name) {
+    PyObject* v = state_get(o, dict, name);
     if (!v) return -1;
     int t = PyObject_IsTrue(v);
     Py_DECREF(v);
     return t < 0 ? -1 : !t;
+}
+
+// --- addresses ---------------------------------------------------------------------------------
+//
+// A peer usually sends many datagrams, and an echo answers to the address it was
+// given. The (host, port[, flowinfo, scope_id]) tuples made for received datagrams are
+// kept in a small table keyed by the address, so a repeated peer gets the same
+// (immutable) tuple without formatting it again, and a sendto() given one of these
+// tuples finds its sockaddr without parsing it (a second table maps the tuple's
+// identity to its entry; the table's reference keeps that identity unique).
+
+struct AddrEntry {
+    sockaddr_storage ss;
+    socklen_t len;
+    PyObject* tuple;  // Strong; null for an empty slot.
+};
+
+constexpr size_t kAddrSlots = 64;
+AddrEntry g_addrs[kAddrSlots];
+unsigned char g_by_tuple[kAddrSlots];  // Slot of g_addrs per hash of a tuple's address.
+
+size_t tuple_slot(PyObject* tuple) { return (reinterpret_cast<uintptr_t>(tuple) >> 4) % kAddrSlots; }
+
+// Equality of the fields the Python address is made of; the slot of `ss` in g_addrs.
+bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
+    if (a.ss_family != b.ss_family) return false;
+    if (a.ss_family == AF_INET) {
+        const auto& x = reinterpret_cast<const sockaddr_in&>(a);
+        const auto& y = reinterpret_cast<const sockaddr_in&>(b);
+        return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
+    }
+    const auto& x = reinterpret_cast<const sockaddr_in6&>(a);
+    const auto& y = reinterpret_cast<const sockaddr_in6&>(b);
+    return x.sin6_port == y.sin6_port && x.sin6_flowinfo == y.sin6_flowinfo &&
+           x.sin6_scope_id == y.sin6_scope_id && std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof(x.sin6_addr)) == 0;
+}
+
+size_t address_slot(const sockaddr_storage& ss) {
+    uint32_t h;
+    if (ss.ss_family == AF_INET) {
+        const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+        h = a.sin_addr.s_addr ^ (uint32_t(a.sin_port) << 16 | a.sin_port);
+    } else {
+        const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+        uint32_t w[4];
+        std::memcpy(w, &a.sin6_addr, sizeof(w));
+        h = w[0] ^ w[1] ^ w[2] ^ w[3] ^ a.sin6_scope_id ^ (uint32_t(a.sin6_port) << 16 | a.sin6_port);
+    }
+    h *= 2654435761u;
+    return (h >> 16) % kAddrSlots;
+}
+
+// "a.b.c.d" for an IPv4 address (what inet_ntop writes), without printf.
+PyObject* ipv4_str(in_addr addr) {
+    const auto* b = reinterpret_cast<const unsigned char*>(&addr.s_addr);
+    char buf[16];
+    char* p = buf;
+    for (int i = 0; i < 4; ++i) {
+        unsigned v = b[i];
+        if (v >= 100) *p++ = char('0' + v / 100);
+        if (v >= 10) *p++ = char('0' + v / 10 % 10);
+        *p++ = char('0' + v % 10);
+        if (i < 3) *p++ = '.';
+    }
+    return PyUnicode_FromStringAndSize(buf, p - buf);
+}
+
+// The Python address of `ss`, as the socket module makes it.
+PyObject* make_address(const sockaddr_storage& ss) {
+    if (ss.ss_family == AF_INET) {
+        const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+        PyObject* host = ipv4_str(a.sin_addr);
+        if (!host) return nullptr;
+        PyObject* port = PyLong_FromLong(ntohs(a.sin_port));
+        if (!port) {
+            Py_DECREF(host);
+            return nullptr;
+        }
+        PyObject* t = PyTuple_Pack(2, host, port);
+        Py_DECREF(host);
+        Py_DECREF(port);
+        return t;
+    }
+    char buf[INET6_ADDRSTRLEN];
+    const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+    if (!inet_ntop(AF_INET6, &a.sin6_addr, buf, sizeof(buf))) return PyErr_SetFromErrno(PyExc_OSError);
+    return Py_BuildValue("(siII)", buf, int(ntohs(a.sin6_port)), unsigned(ntohl(a.sin6_flowinfo)),
+                         unsigned(a.sin6_scope_id));
+}
+
+PyObject* sockaddr_to_python(const sockaddr_storage& ss, socklen_t len) {
+    if (len == 0) Py_RETURN_NONE;
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) {
+        PyErr_Format(PyExc_OSError, "unsupported address family %d", int(ss.ss_family));
+        return nullptr;
+    }
+    const size_t slot = address_slot(ss);
+    AddrEntry& e = g_addrs[slot];
+    if (e.tuple && e.len == len && same_address(e.ss, ss)) return Py_NewRef(e.tuple);
+    PyObject* t = make_address(ss);
+    if (!t) return nullptr;
+    PyObject* old = e.tuple;
+    e.ss = ss;
+    e.len = len;
+    e.tuple = Py_NewRef(t);
+    g_by_tuple[tuple_slot(t)] = static_cast<unsigned char>(slot);
+    Py_XDECREF(old);  // A tuple of a str and ints: no code runs.
+    return t;
+}
+
+// The sockaddr of an address tuple sockaddr_to_python() made (and still holds) for a
+// socket of `family`, or null.
+const AddrEntry* known_address(PyObject* addr, int family) {
+    const AddrEntry& e = g_addrs[g_by_tuple[tuple_slot(addr)]];
+    return e.tuple == addr && e.ss.ss_family == family ? &e : nullptr;
 }
 
 struct PyDatagramReader {
@@ -42,32 +199,15 @@ struct PyDatagramReader {
     vectorcallfunc vectorcall;
     PyObject* transport;
     int fd;
+    bool plain;
 };
 
-PyObject* sockaddr_to_python(const sockaddr_storage& ss, socklen_t len) {
-    if (len == 0) Py_RETURN_NONE;
-    char buf[INET6_ADDRSTRLEN];
-    if (ss.ss_family == AF_INET) {
-        const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
-        if (!inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf))) return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(si)", buf, int(ntohs(a.sin_port)));
-    }
-    if (ss.ss_family == AF_INET6) {
-        const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
-        if (!inet_ntop(AF_INET6, &a.sin6_addr, buf, sizeof(buf))) return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(siII)", buf, int(ntohs(a.sin6_port)), unsigned(ntohl(a.sin6_flowinfo)),
-                             unsigned(a.sin6_scope_id));
-    }
-    PyErr_Format(PyExc_OSError, "unsupported address family %d", int(ss.ss_family));
-    return nullptr;
-}
-
 // Whether the transport still wants datagrams: not lost, not closing, not paused.
-int still_reading(PyObject* transport, bool first) {
-    int ok = attr_false(transport, str_conn_lost);
+int still_reading(PyObject* transport, PyObject* dict, bool first) {
+    int ok = attr_false(transport, dict, str_conn_lost);
     if (ok != 1 || first) return ok;
-    ok = attr_false(transport, str_closing);
-    return ok == 1 ? attr_false(transport, str_paused) : ok;
+    ok = attr_false(transport, dict, str_closing);
+    return ok == 1 ? attr_false(transport, dict, str_paused) : ok;
 }
 
 PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject* kwnames) {
@@ -81,9 +221,10 @@ PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*
     // as the transport pauses reading, closes, or the socket runs dry.
     constexpr int kBatch = 32;
     PyObject* transport = Py_NewRef(r->transport);
+    PyObject* dict = state_dict(transport, r->plain);
     PyObject* ret = Py_None;
     for (int i = 0; i < kBatch; ++i) {
-        int go = still_reading(transport, i == 0);
+        int go = still_reading(transport, dict, i == 0);
         if (go != 1) {
             if (go < 0) ret = nullptr;
             break;
@@ -97,7 +238,7 @@ PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*
         } while (n < 0 && errno == EINTR);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         const int err = errno;
-        PyObject* protocol = PyObject_GetAttr(transport, str_protocol);
+        PyObject* protocol = state_get(transport, dict, str_protocol);
         if (!protocol) {
             ret = nullptr;
             break;
@@ -128,6 +269,7 @@ PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*
         Py_DECREF(result);
         if (n < 0) break;  // One error report per readiness report, as asyncio.
     }
+    Py_XDECREF(dict);
     Py_DECREF(transport);
     return ret ? Py_NewRef(ret) : nullptr;
 }
@@ -143,6 +285,7 @@ PyObject* reader_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     r->vectorcall = reader_call;
     r->transport = Py_NewRef(transport);
     r->fd = fd;
+    r->plain = plain_state(Py_TYPE(transport));
     return self;
 }
 
@@ -185,11 +328,6 @@ PyMemberDef reader_members[] = {
 // send that would block, goes to the stock method (`fallback`), which re-checks
 // everything and queues.
 
-PyObject* str_address;
-PyObject* str_buffer;
-PyObject* str_extra;
-PyObject* str_peername;
-
 struct PyDatagramSender {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -197,6 +335,7 @@ struct PyDatagramSender {
     PyObject* fallback;
     int fd;
     int family;
+    bool plain;
 };
 
 // Parses a numeric (host, port[, flowinfo[, scope_id]]) into `ss`; false (no error
@@ -256,11 +395,10 @@ PyObject* sender_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (!kwnames && nargs == 2 && PyBytes_CheckExact(args[0]) && PyBytes_GET_SIZE(args[0]) > 0 &&
         args[1] != Py_None) {
-        sockaddr_storage ss;
-        socklen_t len;
+        PyObject* dict = state_dict(s->transport, s->plain);
         int ok = 1;
         for (PyObject* name : {str_address, str_conn_lost, str_buffer}) {
-            ok = attr_false(s->transport, name);
+            ok = attr_false(s->transport, dict, name);
             if (ok != 1) break;
         }
         if (ok == 1) {
@@ -269,14 +407,26 @@ PyObject* sender_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
             PyObject* peer = extra && PyDict_Check(extra) ? PyDict_GetItemWithError(extra, str_peername) : nullptr;
             ok = extra && PyDict_Check(extra) && !PyErr_Occurred() && (!peer || peer == Py_None) ? 1 : 0;
             Py_XDECREF(extra);
-            if (PyErr_Occurred()) return nullptr;
         }
+        Py_XDECREF(dict);
+        if (PyErr_Occurred()) return nullptr;
         if (ok < 0) return nullptr;
-        if (ok == 1 && numeric_sockaddr(args[1], s->family, &ss, &len)) {
+        sockaddr_storage parsed;
+        const sockaddr_storage* ss = nullptr;
+        socklen_t len = 0;
+        if (ok == 1) {
+            if (const AddrEntry* e = known_address(args[1], s->family)) {
+                ss = &e->ss;  // Stays valid: nothing below runs Python code before sendto.
+                len = e->len;
+            } else if (numeric_sockaddr(args[1], s->family, &parsed, &len)) {
+                ss = &parsed;
+            }
+        }
+        if (ss) {
             ssize_t n;
             do {
                 n = ::sendto(s->fd, PyBytes_AS_STRING(args[0]), size_t(PyBytes_GET_SIZE(args[0])), 0,
-                             reinterpret_cast<sockaddr*>(&ss), len);
+                             reinterpret_cast<const sockaddr*>(ss), len);
             } while (n < 0 && errno == EINTR);
             if (n >= 0) Py_RETURN_NONE;
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -315,6 +465,7 @@ PyObject* sender_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     s->fallback = Py_NewRef(fallback);
     s->fd = fd;
     s->family = family;
+    s->plain = plain_state(Py_TYPE(transport));
     return self;
 }
 
@@ -358,6 +509,11 @@ bool init_datagram(PyObject* module) {
     str_conn_lost = PyUnicode_InternFromString("_conn_lost");
     str_closing = PyUnicode_InternFromString("_closing");
     str_paused = PyUnicode_InternFromString("_paused");
+    str_address = PyUnicode_InternFromString("_address");
+    str_buffer = PyUnicode_InternFromString("_buffer");
+    str_extra = PyUnicode_InternFromString("_extra");
+    str_peername = PyUnicode_InternFromString("peername");
+    if (!str_address || !str_buffer || !str_extra || !str_peername) return false;
     if (!str_closing || !str_paused) return false;
     if (!str_datagram_received || !str_error_received || !str_protocol || !str_conn_lost) return false;
     PyType_Slot slots[] = {
@@ -379,11 +535,6 @@ bool init_datagram(PyObject* module) {
     Py_DECREF(type);
     if (rc != 0) return false;
 
-    str_address = PyUnicode_InternFromString("_address");
-    str_buffer = PyUnicode_InternFromString("_buffer");
-    str_extra = PyUnicode_InternFromString("_extra");
-    str_peername = PyUnicode_InternFromString("peername");
-    if (!str_address || !str_buffer || !str_extra || !str_peername) return false;
     PyType_Slot sslots[] = {
         {Py_tp_new, reinterpret_cast<void*>(sender_new)},
         {Py_tp_dealloc, reinterpret_cast<void*>(sender_dealloc)},
