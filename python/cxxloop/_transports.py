@@ -129,6 +129,7 @@ class SocketTransport(CoreState, CoreReading, transports._FlowControlMixin, tran
         # The hot methods are the core's own: no Python frame per call.
         self.write = core.write
         self.writelines = core.writelines
+        self.is_closing = core.is_closing
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server

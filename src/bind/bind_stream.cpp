@@ -501,6 +501,13 @@ int set_closing(PyObject* self, PyObject* v, void*) {
     return 0;
 }
 
+// The transport's is_closing(), bound on the instance: StreamWriter.drain() asks it
+// for every message.
+PyObject* core_is_closing(PyObject* self, PyObject*) {
+    Core* c = core_of(self);
+    return PyBool_FromLong(c && c->closing);
+}
+
 PyObject* get_empty_waiter(PyObject* self, void*) {
     Core* c = core_of(self);
     return Py_NewRef(c && c->empty_waiter ? c->empty_waiter : Py_None);
@@ -588,6 +595,7 @@ PyMethodDef core_methods[] = {
     {"set_protocol", FAST(core_set_protocol), METH_FASTCALL, "set_protocol(protocol, buffered)."},
     {"set_write_limits", FAST(core_set_write_limits), METH_FASTCALL, "set_write_limits(high, low)."},
     {"buffer_size", core_buffer_size, METH_NOARGS, "Bytes queued and not yet written."},
+    {"is_closing", core_is_closing, METH_NOARGS, "The transport's closing flag (its is_closing())."},
     {"abort", core_abort, METH_NOARGS, "Drop the write queue and stop watching the fd."},
     {"detach", core_detach, METH_NOARGS, "Stop everything and drop the protocol."},
     {nullptr, nullptr, 0, nullptr},

@@ -315,3 +315,47 @@ def test_many_concurrent_stream_clients(loop):
             await asyncio.gather(*(client(i) for i in range(20)))
 
     run(loop, main())
+
+
+
+def test_is_closing_through_the_life_of_a_stream(loop):
+    # StreamWriter.drain() asks transport.is_closing() for every write: it must
+    # follow close() and abort() exactly as asyncio's does.
+    async def main():
+        got_eof = asyncio.Event()
+        server_writers = []
+
+        async def handler(reader, writer):
+            server_writers.append(writer)
+            assert writer.transport.is_closing() is False
+            assert await reader.read() == b"x"
+            # EOF from the peer: StreamReaderProtocol keeps the transport open.
+            assert writer.transport.is_closing() is False
+            got_eof.set()
+
+        server = await asyncio.start_server(handler, HOST, 0)
+        try:
+            r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+            tr = w.transport
+            assert tr.is_closing() is False
+            assert w.is_closing() is False
+            w.write(b"x")
+            await w.drain()
+            w.write_eof()
+            await got_eof.wait()
+            assert tr.is_closing() is False
+            w.close()
+            assert tr.is_closing() is True
+            assert w.is_closing() is True
+            await w.wait_closed()
+            assert tr.is_closing() is True
+            sw = server_writers[0]
+            sw.transport.abort()
+            assert sw.transport.is_closing() is True
+            await sw.wait_closed()
+            assert sw.transport.is_closing() is True
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
