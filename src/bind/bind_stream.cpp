@@ -34,6 +34,18 @@ constexpr long kLogThreshold = 5;            // asyncio's LOG_THRESHOLD_FOR_CONN
 // copies the bytes it got into a bytes object of the exact size.
 char g_scratch[kMaxSize];
 
+// The bytes object of the last read of kLargeRead bytes or more, kept until the next
+// such read. A protocol usually drops what data_received() got at once (StreamReader
+// copies it into its bytearray), and the exact-size hole it left in glibc's heap was
+// what the reader's next bytes(...) of the same size took, leaving the bytearray at
+// the top of the heap: freeing it put the free top above glibc's trim threshold, and
+// the heap was trimmed and grown again about every other message (a brk each way, and
+// page faults on the regrown pages). Keeping the last large bytes until the next large
+// read is allocated breaks that pattern (streams echo 100 KiB: 0.58 brk per message
+// before, 0.06 after). It costs one object of at most kMaxSize for the whole process.
+constexpr size_t kLargeRead = 64 * 1024;
+PyObject* g_last_large;
+
 PyObject* str_data_received;
 PyObject* str_get_buffer;
 PyObject* str_buffer_updated;
@@ -105,8 +117,12 @@ public:
             else protocol_failed("Fatal error: protocol.buffer_updated() call failed.");
             return;
         }
+        // See g_last_large: its slot is emptied before the allocation it makes room for.
+        const bool large = n >= kLargeRead;
+        if (large) Py_CLEAR(g_last_large);
         PyObject* data = PyBytes_FromStringAndSize(g_scratch, Py_ssize_t(n));
         PyObject* r = data ? call_protocol(str_data_received, data) : nullptr;
+        if (large && data) Py_XSETREF(g_last_large, Py_NewRef(data));
         Py_XDECREF(data);
         if (r) Py_DECREF(r);
         else protocol_failed("Fatal error: protocol.data_received() call failed.");

@@ -359,3 +359,38 @@ def test_is_closing_through_the_life_of_a_stream(loop):
             await server.wait_closed()
 
     run(loop, main())
+
+
+def test_large_reads_kept_by_the_protocol_stay_intact(loop):
+    # Reads of 64 KiB and more go through the transport's large-read path; a protocol
+    # that keeps every chunk it was given must find them all intact afterwards.
+    chunks = []
+    done = []
+
+    class Keeper(asyncio.Protocol):
+        def data_received(self, data):
+            chunks.append(data)
+
+        def eof_received(self):
+            done.append(True)
+
+    async def main():
+        blob = payload(3 * 1024 * 1024)
+        server = await loop.create_server(Keeper, HOST, 0)
+        try:
+            r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+            for i in range(0, len(blob), 200 * 1024):
+                w.write(blob[i:i + 200 * 1024])
+                await w.drain()
+            w.write_eof()
+            while not done:
+                await asyncio.sleep(0.01)
+            assert all(type(c) is bytes for c in chunks)
+            assert b"".join(chunks) == blob
+            w.close()
+            await w.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
