@@ -23,61 +23,53 @@ namespace {
 
 PyObject* str_datagram_received;
 PyObject* str_error_received;
-PyObject* str_protocol;
-PyObject* str_conn_lost;
-PyObject* str_closing;
-PyObject* str_paused;
 
 // --- the transport's state ------------------------------------------------------------------
 //
-// asyncio's datagram transport keeps its state (_protocol, _conn_lost, _closing,
-// _paused, _address, _buffer) as plain instance attributes. They are read from the
-// instance dict, with getattr for a name that is not there (_extra is a slot of
-// BaseTransport and always goes through getattr); a type that
-// defines one of the names as a data descriptor (which would take precedence over the
-// dict) is read with getattr throughout, decided once when the reader or sender is
-// made.
+// asyncio's datagram transport keeps its state in attributes: _protocol, _conn_lost,
+// _closing, _paused, _address, _buffer (instance attributes of the stock class, slots
+// of cxxloop's subclass) and _extra (a slot of BaseTransport). Where the transport's
+// type makes a name a plain object slot, the reader and sender read the slot itself
+// (one load, found once from the type's member descriptor); otherwise, and when the
+// slot is empty, they use getattr, as Python code would.
 
-PyObject* str_address;
-PyObject* str_buffer;
-PyObject* str_extra;
-PyObject* str_peername;
+enum StateField { kProtocol, kConnLost, kClosing, kPaused, kAddress, kBuffer, kExtra, kStateFields };
+PyObject* g_state_names[kStateFields];
 
-// Whether none of the state names is a data descriptor of `type`.
-bool plain_state(PyTypeObject* type) {
-    for (PyObject* name : {str_protocol, str_conn_lost, str_closing, str_paused, str_address, str_buffer}) {
-        PyObject* d = _PyType_Lookup(type, name);  // Borrowed.
-        if (d && Py_TYPE(d)->tp_descr_set) return false;
+struct StateSlots {
+    Py_ssize_t offset[kStateFields];  // 0: not a plain slot of the type.
+};
+
+StateSlots state_slots(PyTypeObject* type) {
+    StateSlots s{};
+    for (int i = 0; i < kStateFields; ++i) {
+        PyObject* d = _PyType_Lookup(type, g_state_names[i]);  // Borrowed.
+        if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type)) continue;
+        PyMemberDef* m = reinterpret_cast<PyMemberDescrObject*>(d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0) s.offset[i] = m->offset;
     }
-    return true;
+    return s;
 }
 
-// The instance dict of `o` (a new reference) when `plain`, else null; no error.
-PyObject* state_dict(PyObject* o, bool plain) {
-    if (!plain) return nullptr;
-    PyObject* dict = PyObject_GenericGetDict(o, nullptr);
-    if (!dict) PyErr_Clear();
-    return dict;
-}
-
-// transport.<name> (a new reference), from `dict` when it holds it.
-PyObject* state_get(PyObject* o, PyObject* dict, PyObject* name) {
-    if (dict) {
-        PyObject* v = PyDict_GetItemWithError(dict, name);
+// transport.<field>, a new reference.
+PyObject* state_get(PyObject* o, const StateSlots& s, StateField f) {
+    if (Py_ssize_t off = s.offset[f]) {
+        PyObject* v = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(o) + off);
         if (v) return Py_NewRef(v);
-        if (PyErr_Occurred()) return nullptr;
     }
-    return PyObject_GetAttr(o, name);
+    return PyObject_GetAttr(o, g_state_names[f]);
 }
 
-// Whether transport.<name> is false (0/None/empty); -1 on error.
-int attr_false(PyObject* o, PyObject* dict, PyObject* name) {
-    PyObject* v = state_get(o, dict, name);
+// Whether transport.<field> is false (0/None/empty); -1 on error.
+int attr_false(PyObject* o, const StateSlots& s, StateField f) {
+    PyObject* v = state_get(o, s, f);
     if (!v) return -1;
     int t = PyObject_IsTrue(v);
     Py_DECREF(v);
     return t < 0 ? -1 : !t;
 }
+
+PyObject* str_peername;
 
 // --- addresses ---------------------------------------------------------------------------------
 //
@@ -199,15 +191,15 @@ struct PyDatagramReader {
     vectorcallfunc vectorcall;
     PyObject* transport;
     int fd;
-    bool plain;
+    StateSlots slots;
 };
 
 // Whether the transport still wants datagrams: not lost, not closing, not paused.
-int still_reading(PyObject* transport, PyObject* dict, bool first) {
-    int ok = attr_false(transport, dict, str_conn_lost);
+int still_reading(PyObject* transport, const StateSlots& s, bool first) {
+    int ok = attr_false(transport, s, kConnLost);
     if (ok != 1 || first) return ok;
-    ok = attr_false(transport, dict, str_closing);
-    return ok == 1 ? attr_false(transport, dict, str_paused) : ok;
+    ok = attr_false(transport, s, kClosing);
+    return ok == 1 ? attr_false(transport, s, kPaused) : ok;
 }
 
 PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject* kwnames) {
@@ -221,10 +213,9 @@ PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*
     // as the transport pauses reading, closes, or the socket runs dry.
     constexpr int kBatch = 32;
     PyObject* transport = Py_NewRef(r->transport);
-    PyObject* dict = state_dict(transport, r->plain);
     PyObject* ret = Py_None;
     for (int i = 0; i < kBatch; ++i) {
-        int go = still_reading(transport, dict, i == 0);
+        int go = still_reading(transport, r->slots, i == 0);
         if (go != 1) {
             if (go < 0) ret = nullptr;
             break;
@@ -238,7 +229,7 @@ PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*
         } while (n < 0 && errno == EINTR);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         const int err = errno;
-        PyObject* protocol = state_get(transport, dict, str_protocol);
+        PyObject* protocol = state_get(transport, r->slots, kProtocol);
         if (!protocol) {
             ret = nullptr;
             break;
@@ -269,7 +260,6 @@ PyObject* reader_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*
         Py_DECREF(result);
         if (n < 0) break;  // One error report per readiness report, as asyncio.
     }
-    Py_XDECREF(dict);
     Py_DECREF(transport);
     return ret ? Py_NewRef(ret) : nullptr;
 }
@@ -285,7 +275,7 @@ PyObject* reader_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     r->vectorcall = reader_call;
     r->transport = Py_NewRef(transport);
     r->fd = fd;
-    r->plain = plain_state(Py_TYPE(transport));
+    r->slots = state_slots(Py_TYPE(transport));
     return self;
 }
 
@@ -335,7 +325,7 @@ struct PyDatagramSender {
     PyObject* fallback;
     int fd;
     int family;
-    bool plain;
+    StateSlots slots;
 };
 
 // Parses a numeric (host, port[, flowinfo[, scope_id]]) into `ss`; false (no error
@@ -395,20 +385,18 @@ PyObject* sender_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (!kwnames && nargs == 2 && PyBytes_CheckExact(args[0]) && PyBytes_GET_SIZE(args[0]) > 0 &&
         args[1] != Py_None) {
-        PyObject* dict = state_dict(s->transport, s->plain);
         int ok = 1;
-        for (PyObject* name : {str_address, str_conn_lost, str_buffer}) {
-            ok = attr_false(s->transport, dict, name);
+        for (StateField f : {kAddress, kConnLost, kBuffer}) {
+            ok = attr_false(s->transport, s->slots, f);
             if (ok != 1) break;
         }
         if (ok == 1) {
             // asyncio sends with send() when the socket has a peer name.
-            PyObject* extra = PyObject_GetAttr(s->transport, str_extra);
+            PyObject* extra = state_get(s->transport, s->slots, kExtra);
             PyObject* peer = extra && PyDict_Check(extra) ? PyDict_GetItemWithError(extra, str_peername) : nullptr;
             ok = extra && PyDict_Check(extra) && !PyErr_Occurred() && (!peer || peer == Py_None) ? 1 : 0;
             Py_XDECREF(extra);
         }
-        Py_XDECREF(dict);
         if (PyErr_Occurred()) return nullptr;
         if (ok < 0) return nullptr;
         sockaddr_storage parsed;
@@ -432,7 +420,7 @@ PyObject* sender_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 PyObject* exc = make_os_error(std::error_code(errno, std::generic_category()));
                 if (!exc) return nullptr;
-                PyObject* protocol = PyObject_GetAttr(s->transport, str_protocol);
+                PyObject* protocol = state_get(s->transport, s->slots, kProtocol);
                 PyObject* r = nullptr;
                 if (protocol) {
                     PyObject* cargs[2] = {protocol, exc};
@@ -465,7 +453,7 @@ PyObject* sender_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     s->fallback = Py_NewRef(fallback);
     s->fd = fd;
     s->family = family;
-    s->plain = plain_state(Py_TYPE(transport));
+    s->slots = state_slots(Py_TYPE(transport));
     return self;
 }
 
@@ -505,17 +493,14 @@ PyMemberDef sender_members[] = {
 bool init_datagram(PyObject* module) {
     str_datagram_received = PyUnicode_InternFromString("datagram_received");
     str_error_received = PyUnicode_InternFromString("error_received");
-    str_protocol = PyUnicode_InternFromString("_protocol");
-    str_conn_lost = PyUnicode_InternFromString("_conn_lost");
-    str_closing = PyUnicode_InternFromString("_closing");
-    str_paused = PyUnicode_InternFromString("_paused");
-    str_address = PyUnicode_InternFromString("_address");
-    str_buffer = PyUnicode_InternFromString("_buffer");
-    str_extra = PyUnicode_InternFromString("_extra");
     str_peername = PyUnicode_InternFromString("peername");
-    if (!str_address || !str_buffer || !str_extra || !str_peername) return false;
-    if (!str_closing || !str_paused) return false;
-    if (!str_datagram_received || !str_error_received || !str_protocol || !str_conn_lost) return false;
+    if (!str_datagram_received || !str_error_received || !str_peername) return false;
+    const char* state_names[kStateFields] = {"_protocol", "_conn_lost", "_closing", "_paused",
+                                             "_address",  "_buffer",    "_extra"};
+    for (int i = 0; i < kStateFields; ++i) {
+        g_state_names[i] = PyUnicode_InternFromString(state_names[i]);
+        if (!g_state_names[i]) return false;
+    }
     PyType_Slot slots[] = {
         {Py_tp_new, reinterpret_cast<void*>(reader_new)},
         {Py_tp_dealloc, reinterpret_cast<void*>(reader_dealloc)},
