@@ -92,7 +92,7 @@ unsigned char g_by_tuple[kAddrSlots];  // Slot of g_addrs per hash of a tuple's 
 
 size_t tuple_slot(PyObject* tuple) { return (reinterpret_cast<uintptr_t>(tuple) >> 4) % kAddrSlots; }
 
-// Equality of the fields the Python address is made of; the slot of `ss` in g_addrs.
+// Equality of the fields the Python address is made of.
 bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
     if (a.ss_family != b.ss_family) return false;
     if (a.ss_family == AF_INET) {
@@ -106,6 +106,7 @@ bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
            x.sin6_scope_id == y.sin6_scope_id && std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof(x.sin6_addr)) == 0;
 }
 
+// The slot of `ss` in g_addrs.
 size_t address_slot(const sockaddr_storage& ss) {
     uint32_t h;
     if (ss.ss_family == AF_INET) {
