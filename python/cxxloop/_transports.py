@@ -129,6 +129,7 @@ class SocketTransport(CoreState, CoreReading, transports._FlowControlMixin, tran
         # The hot methods are the core's own: no Python frame per call.
         self.write = core.write
         self.writelines = core.writelines
+        self.is_closing = core.is_closing
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server
@@ -311,7 +312,13 @@ class DatagramTransport(selector_events._SelectorDatagramTransport, transports.D
     sockets `_read_ready` is a ``_core.DatagramReader`` (one recvfrom handed to
     datagram_received without a Python frame) and `sendto` a ``_core.DatagramSender``
     (the immediate send of bytes to a numeric address, falling back to the stock
-    method for everything else). The rest is the running interpreter's own code."""
+    method for everything else). The rest is the running interpreter's own code.
+
+    The state the C callables read for every datagram is kept in slots (the stock
+    class's instance attributes of these names; its code uses them unchanged), which
+    the C side reads directly."""
+
+    __slots__ = ("_protocol", "_conn_lost", "_closing", "_paused", "_address", "_buffer")
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         if sock.family in (socket.AF_INET, socket.AF_INET6):

@@ -59,11 +59,13 @@ bool loop_debug_unchecked(PyObject* loop);
 // --- bind_stream.cpp ----------------------------------------------------------------
 /// Creates the StreamCore type (the C half of the stream transports).
 bool init_stream(PyObject* module);
-/// Creates the DatagramReader type (the read side of UDP transports).
-bool init_datagram(PyObject* module);
 /// The buffer every read goes through under the GIL before it is copied out.
 constexpr Py_ssize_t kStreamScratchSize = 256 * 1024;
 char* stream_scratch() noexcept;
+
+// --- bind_datagram.cpp --------------------------------------------------------------
+/// Creates the DatagramReader and DatagramSender types (the C halves of UDP transports).
+bool init_datagram(PyObject* module);
 
 // --- bind_uring.cpp -----------------------------------------------------------------
 /// Adds uring_support() (the io_uring probe) to the module.

@@ -315,3 +315,82 @@ def test_many_concurrent_stream_clients(loop):
             await asyncio.gather(*(client(i) for i in range(20)))
 
     run(loop, main())
+
+
+
+def test_is_closing_through_the_life_of_a_stream(loop):
+    # StreamWriter.drain() asks transport.is_closing() for every write: it must
+    # follow close() and abort() exactly as asyncio's does.
+    async def main():
+        got_eof = asyncio.Event()
+        server_writers = []
+
+        async def handler(reader, writer):
+            server_writers.append(writer)
+            assert writer.transport.is_closing() is False
+            assert await reader.read() == b"x"
+            # EOF from the peer: StreamReaderProtocol keeps the transport open.
+            assert writer.transport.is_closing() is False
+            got_eof.set()
+
+        server = await asyncio.start_server(handler, HOST, 0)
+        try:
+            r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+            tr = w.transport
+            assert tr.is_closing() is False
+            assert w.is_closing() is False
+            w.write(b"x")
+            await w.drain()
+            w.write_eof()
+            await got_eof.wait()
+            assert tr.is_closing() is False
+            w.close()
+            assert tr.is_closing() is True
+            assert w.is_closing() is True
+            await w.wait_closed()
+            assert tr.is_closing() is True
+            sw = server_writers[0]
+            sw.transport.abort()
+            assert sw.transport.is_closing() is True
+            await sw.wait_closed()
+            assert sw.transport.is_closing() is True
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_large_reads_kept_by_the_protocol_stay_intact(loop):
+    # Reads of 64 KiB and more go through the transport's large-read path; a protocol
+    # that keeps every chunk it was given must find them all intact afterwards.
+    chunks = []
+    done = []
+
+    class Keeper(asyncio.Protocol):
+        def data_received(self, data):
+            chunks.append(data)
+
+        def eof_received(self):
+            done.append(True)
+
+    async def main():
+        blob = payload(3 * 1024 * 1024)
+        server = await loop.create_server(Keeper, HOST, 0)
+        try:
+            r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+            for i in range(0, len(blob), 200 * 1024):
+                w.write(blob[i:i + 200 * 1024])
+                await w.drain()
+            w.write_eof()
+            while not done:
+                await asyncio.sleep(0.01)
+            assert all(type(c) is bytes for c in chunks)
+            assert b"".join(chunks) == blob
+            w.close()
+            await w.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())

@@ -73,3 +73,38 @@ def test_a_burst_arrives_in_order(loop):
     finally:
         tr.close()
         run_until(loop, lambda: proto.lost)
+
+
+def test_set_protocol_in_datagram_received_takes_the_rest(loop):
+    # The transport's protocol is read again for every datagram: one replaced inside
+    # datagram_received gets everything after it, in order.
+    second = Collector()
+    proto = Collector(on_first=lambda tr: tr.set_protocol(second))
+    tr = _endpoint(loop, proto)
+    try:
+        _send_burst(tr, 6)
+        run_until(loop, lambda: len(proto.got) + len(second.got) == 6)
+        assert proto.got == [b"d0"]
+        assert second.got == [b"d%d" % i for i in range(1, 6)]
+        assert tr.get_protocol() is second
+    finally:
+        tr.close()
+        run_until(loop, lambda: second.lost)
+
+
+def test_transport_state_reads_as_asyncio_sets_it(loop):
+    # The state attributes the datagram transport's own code uses keep asyncio's
+    # values through pause, resume and close (cxxloop keeps them in slots).
+    proto = Collector()
+    tr = _endpoint(loop, proto)
+    assert tr._conn_lost == 0 and tr._closing is False and tr._paused is False
+    assert tr._protocol is proto and tr._address is None and not tr._buffer
+    assert tr.is_reading()
+    tr.pause_reading()
+    assert tr._paused is True and not tr.is_reading()
+    tr.resume_reading()
+    assert tr._paused is False and tr.is_reading()
+    tr.close()
+    assert tr._closing is True and tr.is_closing()
+    run_until(loop, lambda: proto.lost)
+    assert tr._protocol is None
