@@ -14,6 +14,7 @@ import asyncio
 import os
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -21,9 +22,9 @@ import types
 import warnings
 import weakref
 
-from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
+from asyncio import base_events, constants, coroutines, events, format_helpers, selector_events, unix_events
 
-from . import _core, _pipes, _process, _transports
+from . import _core, _pipes, _process, _sslproto, _transports
 
 __all__ = ("Loop", "SelectorEventLoop")
 
@@ -258,6 +259,51 @@ class _LoopBase(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
+    # --- TLS: asyncio's SSLProtocol with a C per-record path (_sslproto) -----------------
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None, server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        if sys.version_info >= (3, 12):  # 3.11's selector loop does not check.
+            self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = _sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,
+                        server_hostname=None, ssl_handshake_timeout=None,
+                        ssl_shutdown_timeout=None):
+        """Upgrade an existing transport to TLS; returns the new transport, which
+        `protocol` should use from then on (asyncio's start_tls)."""
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(f"sslcontext is expected to be an instance of ssl.SSLContext, "
+                            f"got {sslcontext!r}")
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        ssl_protocol = _sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout, call_connection_made=False)
+        # Reading stays paused until the SSL protocol has its connection_made(), so
+        # no data reaches it before.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)
+        resumed = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resumed.cancel()
+            raise
+        return ssl_protocol._app_transport
+
     # --- watching file descriptors ------------------------------------------------------------
 
     def _ensure_fd_no_transport(self, fd):
@@ -434,7 +480,6 @@ class _SelectorView:
 # (_add_reader/_add_writer and friends, call_soon, timers), so they behave exactly as
 # the stock loop's do, on top of the C++ scheduler and poller.
 _FROM_SELECTOR_LOOP = (
-    "_make_ssl_transport",
     "_start_serving", "_accept_connection", "_accept_connection2", "_stop_serving",
     "_sendfile_native",
     "sock_recv", "_sock_recv", "_sock_read_done", "sock_recv_into", "_sock_recv_into",

@@ -71,6 +71,11 @@ bool init_datagram(PyObject* module);
 /// Adds uring_support() (the io_uring probe) to the module.
 bool init_uring(PyObject* module);
 
+// --- bind_tls.cpp -------------------------------------------------------------------
+/// Creates the TLSProtocolBase type (the per-record half of _sslproto.SSLProtocol)
+/// and the _tls_setup/_tls_install_transport functions.
+bool init_tls(PyObject* module);
+
 // --- module.cpp: Python-level helpers installed by the package -------------------------
 struct Hooks {
     PyObject* report_callback_error = nullptr;  ///< (handle, exc) -> None

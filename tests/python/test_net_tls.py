@@ -11,7 +11,7 @@ import pytest
 from conftest import run_briefly
 from nethelpers import (
     HOST, EchoProtocol, RecordingProtocol, client_ssl_context, payload, run, run_until,
-    server_ssl_context,
+    server_ssl_context, set_linger_zero,
 )
 
 pytestmark = pytest.mark.cxxloop_pending("network")
@@ -402,5 +402,367 @@ def test_tls_timeouts_must_be_positive(loop):
     try:
         run(loop, main())
         run_until(loop, lambda: pr.lost and srv and srv[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+# --------------------------------------------------------------------------
+# Flow control, closing at every stage, timeouts, EOF, buffered app protocols
+# (the paths of cxxloop's C TLS layer, _sslproto / bind_tls.cpp)
+
+
+class MuteTLSServer(asyncio.Protocol):
+    """A TLS server made by hand over a MemoryBIO pair: it completes the handshake,
+    can send records or half-close on request, and otherwise answers nothing (no
+    close_notify either)."""
+
+    def __init__(self):
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.sslobj = server_ssl_context().wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.handshaken = False
+        self.transport = None
+        self.lost = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.incoming.write(data)
+        if not self.handshaken:
+            try:
+                self.sslobj.do_handshake()
+                self.handshaken = True
+            except ssl.SSLWantReadError:
+                pass
+            self.flush()
+
+    def send(self, data):
+        self.sslobj.write(data)
+        self.flush()
+
+    def flush(self):
+        out = self.outgoing.read()
+        if out:
+            self.transport.write(out)
+
+    def eof_received(self):
+        return True  # Stay open: the test decides.
+
+    def connection_lost(self, exc):
+        self.lost = True
+
+
+def mute_server(loop):
+    made = []
+
+    def factory():
+        made.append(MuteTLSServer())
+        return made[-1]
+
+    server = run(loop, loop.create_server(factory, HOST, 0))
+    return server, made
+
+
+def test_tls_large_transfers_both_ways_with_slow_readers(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: srv and srv[0].transport)
+        sp, st = srv[0], srv[0].transport
+        for sender, sprot, receiver, rprot, seed in ((tr, pr, st, sp, 1), (st, sp, tr, pr, 2)):
+            # The receiver's app stops reading: its TLS layer stops reading the
+            # socket, the kernel buffers fill, and the sender's app is paused.
+            receiver.pause_reading()
+            chunks = []
+            while not sprot.paused and len(chunks) < 1024:
+                chunk = bytes([(seed * 31 + len(chunks)) % 251]) * 65536
+                chunks.append(chunk)
+                sender.write(chunk)
+            assert sprot.paused == 1, "the sender was never paused"
+            assert sender.get_write_buffer_size() >= sender.get_write_buffer_limits()[1]
+            loop.run_until_complete(asyncio.sleep(0.05))
+            assert rprot.nbytes < sum(map(len, chunks))
+            receiver.resume_reading()
+            expect = b"".join(chunks)
+            run_until(loop, lambda: rprot.nbytes == len(expect) and sprot.resumed == 1)
+            assert bytes(rprot.data) == expect
+            assert sender.get_write_buffer_size() == 0
+            rprot.data.clear()
+            rprot.nbytes = 0
+            sprot.paused = sprot.resumed = 0
+        tr.close()
+        run_until(loop, lambda: pr.lost and sp.lost)
+        assert pr.exc is None and sp.exc is None
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_cancel_during_handshake_closes_the_connection(loop):
+    # A TCP server that never speaks TLS; the client gives up mid-handshake.
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+    try:
+        task = loop.create_task(loop.create_connection(
+            asyncio.Protocol, *ls.getsockname(), ssl=client_ssl_context(),
+            server_hostname="localhost"))
+        loop.run_until_complete(asyncio.sleep(0.1))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            loop.run_until_complete(task)
+        ls.settimeout(5)
+        conn, _ = ls.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while True:  # The ClientHello, then EOF.
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert data[:1] == b"\x16"  # A TLS handshake record.
+    finally:
+        ls.close()
+
+
+def test_tls_peer_closes_during_handshake(loop):
+    # The server accepts TCP and closes it at once: the client's handshake fails.
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+
+    async def main():
+        task = loop.create_task(loop.create_connection(
+            asyncio.Protocol, *ls.getsockname(), ssl=client_ssl_context(),
+            server_hostname="localhost"))
+        conn, _ = await loop.sock_accept(ls)
+        conn.close()
+        with pytest.raises(ConnectionResetError):
+            await task
+
+    try:
+        ls.setblocking(False)
+        run(loop, main())
+    finally:
+        ls.close()
+
+
+def test_tls_client_aborts_during_handshake_server_keeps_serving(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    try:
+        c = socket.create_connection(server.sockets[0].getsockname())
+        c.sendall(b"\x16\x03\x01\x02\x00\x01\x00")  # The start of a ClientHello.
+        loop.run_until_complete(asyncio.sleep(0.05))
+        set_linger_zero(c)
+        c.close()  # RST in the middle of the handshake.
+        loop.run_until_complete(asyncio.sleep(0.05))
+        # Its app protocol (made at accept) never saw a callback.
+        assert all(p.events == [] for p in srv)
+        before = len(srv)
+        pr = RecordingProtocol(loop)
+        tr = tls_connect(loop, server, pr)
+        tr.write(b"still serving")
+        run_until(loop, lambda: len(srv) > before and bytes(srv[-1].data) == b"still serving")
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[-1].lost)
+        assert all(p.events == [] for p in srv[:before])
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_close_during_data_flushes_everything(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    data = payload(2_000_000, seed=5)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: srv and srv[0].transport)
+        tr.write(data)
+        tr.close()
+        assert tr.is_closing()
+        tr.write(b"dropped")  # Writes after close() are dropped, not raised.
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+        assert bytes(srv[0].data) == data
+        assert srv[0].events[-2:] == ["eof", "lost"]
+        assert pr.exc is None and srv[0].exc is None
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_abort_during_data(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: srv and srv[0].transport)
+        srv[0].transport.write(payload(1_000_000, seed=6))
+        run_until(loop, lambda: pr.nbytes > 0)
+        tr.abort()
+        assert tr.is_closing()
+        got = pr.nbytes
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+        assert pr.exc is None
+        assert pr.events.count("lost") == 1 and "eof" not in pr.events
+        assert pr.nbytes == got  # Nothing is delivered after abort().
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_shutdown_timeout(loop):
+    server, made = mute_server(loop)
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr, ssl_shutdown_timeout=0.3)
+        t0 = loop.time()
+        tr.close()  # Sends close_notify; the peer never answers it.
+        run_until(loop, lambda: pr.lost)
+        assert 0.2 < loop.time() - t0 < 5
+        assert isinstance(pr.exc, TimeoutError)
+        assert "SSL shutdown timed out" in str(pr.exc)
+        made[0].transport.close()
+        run_until(loop, lambda: made[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_peer_eof_without_close_notify(loop):
+    server, made = mute_server(loop)
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: made and made[0].handshaken)
+        made[0].send(b"last words")
+        made[0].transport.write_eof()  # TCP FIN, no TLS close_notify.
+        run_until(loop, lambda: pr.lost)
+        assert bytes(pr.data) == b"last words"
+        assert pr.events == ["made", "data", "eof", "lost"]
+        assert pr.exc is None
+        assert tr.is_closing()
+        made[0].transport.close()
+        run_until(loop, lambda: made[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+class RecordingBufferedProtocol(asyncio.BufferedProtocol):
+    def __init__(self, loop, size):
+        self.size = size
+        self.buf = bytearray(size)
+        self.data = bytearray()
+        self.events = []
+        self.lost = False
+        self.exc = "unset"
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buf)[: self.size]
+
+    def buffer_updated(self, nbytes):
+        assert 0 < nbytes <= self.size
+        self.data += self.buf[:nbytes]
+        if "data" not in self.events:
+            self.events.append("data")
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost = True
+        self.exc = exc
+
+
+def test_tls_buffered_protocol(loop):
+    server = tls_server(loop, EchoProtocol)
+    pr = RecordingBufferedProtocol(loop, 1000)
+    data = payload(500_000, seed=7)
+    try:
+        tr = tls_connect(loop, server, pr)
+        assert pr.events == ["made"]
+        tr.write(data)
+        run_until(loop, lambda: len(pr.data) == len(data))
+        assert bytes(pr.data) == data
+        tr.pause_reading()
+        tr.write(b"after resume")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(pr.data) == len(data)
+        tr.resume_reading()
+        run_until(loop, lambda: bytes(pr.data[len(data):]) == b"after resume")
+        tr.close()
+        run_until(loop, lambda: pr.lost)
+        assert pr.exc is None
+        assert pr.events[-1] == "lost" and pr.events.count("lost") == 1
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_set_protocol_switches_app_protocol(loop):
+    server = tls_server(loop, EchoProtocol)
+    first = RecordingProtocol(loop)
+    second = RecordingBufferedProtocol(loop, 64)
+    try:
+        tr = tls_connect(loop, server, first)
+        assert tr.get_protocol() is first
+        tr.write(b"one")
+        run_until(loop, lambda: bytes(first.data) == b"one")
+        tr.set_protocol(second)
+        assert tr.get_protocol() is second
+        tr.writelines([b"two", bytearray(b"-"), memoryview(b"three")])
+        run_until(loop, lambda: bytes(second.data) == b"two-three")
+        assert bytes(first.data) == b"one"
+        with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
+            tr.write("text")
+        tr.write(b"")  # Nothing happens.
+        tr.close()
+        run_until(loop, lambda: second.lost)
+        assert not first.lost
+    finally:
+        close_server(loop, server)
+
+
+def test_start_tls_with_data_pipelined_behind_the_handshake(loop):
+    srv = Registry()
+    server = run(loop, loop.create_server(srv.factory(loop), HOST, 0))
+    pr = RecordingProtocol(loop)
+
+    async def main():
+        tr, _ = await loop.create_connection(lambda: pr, *server.sockets[0].getsockname())
+        while not (srv and srv[0].transport):
+            await asyncio.sleep(0.001)
+        sp = srv[0]
+
+        async def client():
+            ctr = await loop.start_tls(tr, pr, client_ssl_context(), server_hostname="localhost")
+            # Written in the same turn as the handshake's end: these records
+            # follow the client's Finished message on the wire.
+            ctr.write(b"first")
+            ctr.writelines([b" second", b" third"])
+            return ctr
+
+        async def server_side():
+            str_ = await loop.start_tls(sp.transport, sp, server_ssl_context(), server_side=True)
+            str_.write(b"from server")
+            return str_
+
+        ctr, str_ = await asyncio.gather(client(), server_side())
+        while bytes(sp.data) != b"first second third" or bytes(pr.data) != b"from server":
+            await asyncio.sleep(0.001)
+        assert sp.events[0] == "made" and pr.events[0] == "made"
+        ctr.close()
+        while not (pr.lost and sp.lost):
+            await asyncio.sleep(0.001)
+        assert str_.is_closing()
+
+    try:
+        run(loop, main())
+        assert pr.exc is None
     finally:
         close_server(loop, server)

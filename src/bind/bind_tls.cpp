@@ -1,0 +1,905 @@
+// bind_tls.cpp: cxxloop._core.TLSProtocolBase, the C half of cxxloop's TLS protocol.
+//
+// python/cxxloop/_sslproto.py defines SSLProtocol as a subclass of this type and of
+// the running interpreter's asyncio.sslproto.SSLProtocol. The stdlib class keeps
+// everything rare (the handshake, shutdown, state changes, EOF, error reports), so
+// that behaviour is the running Python's own. This type overrides only the
+// per-record methods, with the same names and the same effects:
+//
+//   get_buffer / buffer_updated      the socket transport's reads -> incoming BIO
+//   _do_read (copied app protocols)  SSLObject.read -> app_protocol.data_received
+//   _write_appdata / _do_write       app writes -> SSLObject.write
+//   _process_outgoing                outgoing BIO -> transport.write
+//   _control_app_writing / _control_ssl_reading   the water-mark checks
+//
+// TLS itself is the stdlib's: the ssl module's SSLObject and MemoryBIO, called
+// through the C API (for an exact ssl.SSLObject, its inner _ssl._SSLSocket is called
+// directly, which is what SSLObject.read/write do). Whenever a check crosses a
+// water mark, or state is not the steady one, the stdlib's own method runs.
+//
+// The attributes those methods read on every record live in this object's struct,
+// exposed under asyncio's names (_state, _sslobj, _incoming, ...), so the stdlib's
+// Python methods and ours share one state.
+//
+// tls_transport_write / tls_transport_writelines are the app transport's write and
+// writelines (installed as methods of _sslproto._SSLProtocolTransport).
+#include <cstring>
+
+#include "bind.hpp"
+#include "structmember.h"
+
+namespace cxxloop::bind {
+namespace {
+
+// Objects from the Python side, given once by _tls_setup().
+struct Setup {
+    PyObject* st_unwrapped = nullptr;  // SSLProtocolState members
+    PyObject* st_do_handshake = nullptr;
+    PyObject* st_wrapped = nullptr;
+    PyObject* st_flushing = nullptr;
+    PyObject* st_shutdown = nullptr;
+    PyObject* again_errors = nullptr;  // sslproto.SSLAgainErrors (a tuple)
+    PyObject* sslobject_type = nullptr;  // ssl.SSLObject
+    // The stdlib's own functions, for the rare cases.
+    PyObject* py_write_appdata = nullptr;
+    PyObject* py_do_write = nullptr;
+    PyObject* py_control_app_writing = nullptr;
+    PyObject* py_control_ssl_reading = nullptr;
+    PyObject* fatal_message = nullptr;  // 'Fatal error on SSL protocol'
+} g;
+
+PyObject* str_read;
+PyObject* str_write;
+PyObject* str_pending;
+PyObject* str_sslobj_inner;  // "_sslobj"
+PyObject* str_max_size;
+PyObject* str_data_received;
+PyObject* str_do_handshake;
+PyObject* str_do_flush;
+PyObject* str_do_shutdown;
+PyObject* str_do_read_buffered;
+PyObject* str_call_eof_received;
+PyObject* str_start_shutdown;
+PyObject* str_fatal_error;
+PyObject* str_ssl_protocol;
+PyObject* str_write_appdata;
+
+// A water mark: the object asyncio stored (returned as is) and its value for the
+// comparisons.
+struct Mark {
+    PyObject* obj;
+    double value;
+};
+
+struct PyTLS {
+    PyObject_HEAD
+    PyObject* state;
+    PyObject* sslobj;
+    PyObject* sslsock;  // sslobj._sslobj when sslobj is exactly an ssl.SSLObject
+    PyObject* incoming;
+    PyObject* outgoing;
+    PyObject* app_protocol;
+    PyObject* transport;
+    PyObject* write_backlog;
+    PyObject* ssl_buffer;
+    PyObject* ssl_buffer_view;
+    PyObject* record_buffer;  // A bytearray of kRecordBuffer bytes, made on first use.
+    Py_ssize_t write_buffer_size;
+    Mark in_high, in_low, out_high, out_low;
+    bool app_is_buffer;
+    bool ssl_writing_paused;
+    bool app_reading_paused;
+    bool ssl_reading_paused;
+    bool app_writing_paused;
+};
+
+// Each protocol decrypts into a buffer of its own (the ssl module releases the GIL
+// while it decrypts, so a buffer shared by loops in several threads would not do),
+// one TLS record in size: SSL_read returns one record's data at most.
+constexpr Py_ssize_t kRecordBuffer = 16 * 1024;
+
+PyTLS* as_tls(PyObject* o) { return reinterpret_cast<PyTLS*>(o); }
+
+PyTypeObject* g_type;  // TLSProtocolBase
+
+// --- calls ------------------------------------------------------------------------------
+
+PyObject* call0(PyObject* obj, PyObject* name) {
+    PyObject* args[] = {obj};
+    return PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+}
+
+PyObject* call1(PyObject* obj, PyObject* name, PyObject* a) {
+    PyObject* args[] = {obj, a};
+    return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+}
+
+// Calls a method for its effect; -1 on error.
+int run0(PyObject* obj, PyObject* name) {
+    PyObject* r = call0(obj, name);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+// Calls one of the stdlib's functions as a method of self; -1 on error.
+int run_py(PyObject* func, PyObject* self, PyObject* arg = nullptr) {
+    PyObject* args[] = {self, arg};
+    PyObject* r = PyObject_Vectorcall(func, args, arg ? 2 : 1, nullptr);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+// SSLObject.read(n) / .write(data), through the inner _SSLSocket when there is one.
+PyObject* ssl_read(PyTLS* t, PyObject* n) {
+    return call1(t->sslsock ? t->sslsock : t->sslobj, str_read, n);
+}
+PyObject* ssl_write(PyTLS* t, PyObject* data) {
+    return call1(t->sslsock ? t->sslsock : t->sslobj, str_write, data);
+}
+
+// MemoryBIO.pending, or -1 with an error set.
+Py_ssize_t bio_pending(PyObject* bio) {
+    PyObject* v = PyObject_GetAttr(bio, str_pending);
+    if (!v) return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return n;
+}
+
+// Whether another SSLObject.read could return something: bytes in the incoming BIO
+// or decrypted bytes held by the SSL object. 1, 0, or -1 with an error set.
+int more_to_read(PyTLS* t) {
+    Py_ssize_t n = bio_pending(t->incoming);
+    if (n != 0) return n < 0 ? -1 : 1;
+    PyObject* r = call0(t->sslsock, str_pending);
+    if (!r) return -1;
+    n = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    return n > 0;
+}
+
+bool again_error() { return PyErr_ExceptionMatches(g.again_errors); }
+
+// `except Exception as ex: self._fatal_error(ex, 'Fatal error on SSL protocol')`.
+// Returns 0 when the exception was handled, -1 when one is still set.
+int fatal_on_exception(PyObject* self) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject* exc = fetch_exception();
+    PyObject* args[] = {self, exc, g.fatal_message};
+    PyObject* r = PyObject_VectorcallMethod(str_fatal_error, args, 3, nullptr);
+    Py_DECREF(exc);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+// --- flow control ---------------------------------------------------------------------------
+
+int control_app_writing(PyTLS* t) {
+    Py_ssize_t pending = bio_pending(t->outgoing);
+    if (pending < 0) return -1;
+    double size = double(pending + t->write_buffer_size);
+    if ((size >= t->out_high.value && !t->app_writing_paused) ||
+        (size <= t->out_low.value && t->app_writing_paused))
+        return run_py(g.py_control_app_writing, reinterpret_cast<PyObject*>(t));
+    return 0;
+}
+
+int control_ssl_reading(PyTLS* t) {
+    Py_ssize_t pending = bio_pending(t->incoming);
+    if (pending < 0) return -1;
+    double size = double(pending);
+    if ((size >= t->in_high.value && !t->ssl_reading_paused) ||
+        (size <= t->in_low.value && t->ssl_reading_paused))
+        return run_py(g.py_control_ssl_reading, reinterpret_cast<PyObject*>(t));
+    return 0;
+}
+
+// --- outgoing -------------------------------------------------------------------------------
+
+int process_outgoing(PyTLS* t) {
+    if (!t->ssl_writing_paused) {
+        PyObject* data = call0(t->outgoing, str_read);
+        if (!data) return -1;
+        Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
+        if (n < 0) {
+            Py_DECREF(data);
+            return -1;
+        }
+        if (n > 0) {
+            PyObject* r = call1(t->transport, str_write, data);
+            Py_DECREF(data);
+            if (!r) return -1;
+            Py_DECREF(r);
+        } else {
+            Py_DECREF(data);
+        }
+        // The outgoing BIO was just emptied (transport.write does not write to it),
+        // so only the backlog counts: the stdlib's check runs only if it would act.
+        double size = double(t->write_buffer_size);
+        if ((size >= t->out_high.value && !t->app_writing_paused) ||
+            (size <= t->out_low.value && t->app_writing_paused))
+            return control_app_writing(t);
+        return 0;
+    }
+    return control_app_writing(t);
+}
+
+Py_ssize_t backlog_len(PyTLS* t) {
+    return t->write_backlog ? PyObject_Length(t->write_backlog) : 0;
+}
+
+int do_write(PyTLS* t) {
+    Py_ssize_t n = backlog_len(t);
+    if (n < 0) return -1;
+    if (n > 0) return run_py(g.py_do_write, reinterpret_cast<PyObject*>(t));
+    return process_outgoing(t);
+}
+
+// Whether `data` can take the direct path: a non-empty bytes or bytearray.
+Py_ssize_t plain_size(PyObject* data) {
+    if (PyBytes_CheckExact(data)) return PyBytes_GET_SIZE(data);
+    if (PyByteArray_CheckExact(data)) return PyByteArray_GET_SIZE(data);
+    return 0;
+}
+
+PyObject* str_append;
+PyObject* str_join;
+
+// _write_appdata over items[0:n]. In the steady state (WRAPPED, nothing in the
+// backlog, plain non-empty chunks) each chunk goes straight to SSLObject.write and the
+// records to the transport; anything else is the stdlib's method, given `seq` (or a
+// tuple of the items when seq is null).
+PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject* seq) {
+    PyObject* self = reinterpret_cast<PyObject*>(t);
+    bool direct = t->state == g.st_wrapped && t->sslobj && t->write_backlog && t->transport;
+    if (direct) {
+        Py_ssize_t bl = backlog_len(t);
+        if (bl < 0) return nullptr;
+        direct = bl == 0;
+    }
+    for (Py_ssize_t i = 0; direct && i < n; ++i) direct = plain_size(items[i]) > 0;
+    if (!direct) {
+        PyObject* owned = nullptr;
+        if (!seq) {
+            seq = owned = PyTuple_New(n);
+            if (!seq) return nullptr;
+            for (Py_ssize_t i = 0; i < n; ++i) PyTuple_SET_ITEM(seq, i, Py_NewRef(items[i]));
+        }
+        PyObject* args[] = {self, seq};
+        PyObject* r = PyObject_Vectorcall(g.py_write_appdata, args, 2, nullptr);
+        Py_XDECREF(owned);
+        return r;
+    }
+    Py_ssize_t i = 0;
+    bool to_stdlib = false;  // A chunk was not taken whole: the stdlib's _do_write goes on.
+    for (; i < n; ++i) {
+        Py_ssize_t size = plain_size(items[i]);
+        PyObject* r = ssl_write(t, items[i]);
+        if (!r) {
+            if (again_error()) {
+                PyErr_Clear();
+                break;  // The rest waits in the backlog, as in the stdlib.
+            }
+            break;  // Reported below, with this chunk and the rest in the backlog.
+        }
+        Py_ssize_t count = PyLong_AsSsize_t(r);
+        Py_DECREF(r);
+        if (count == -1 && PyErr_Occurred()) break;
+        if (count < size) {
+            // The stdlib keeps data[count:] at the head and writes again.
+            PyObject* rest = PySequence_GetSlice(items[i], count, size);
+            if (!rest) break;
+            PyObject* ar = call1(t->write_backlog, str_append, rest);
+            Py_DECREF(rest);
+            if (!ar) break;
+            Py_DECREF(ar);
+            t->write_buffer_size += size - count;
+            ++i;
+            to_stdlib = true;
+            break;
+        }
+    }
+    // Whatever was not written joins the backlog (an error in flight is kept aside).
+    PyObject* exc = PyErr_Occurred() ? fetch_exception() : nullptr;
+    for (; i < n; ++i) {
+        PyObject* ar = call1(t->write_backlog, str_append, items[i]);
+        if (!ar) {
+            Py_XDECREF(exc);
+            return nullptr;
+        }
+        Py_DECREF(ar);
+        t->write_buffer_size += plain_size(items[i]);
+    }
+    int rc;
+    if (exc) {
+        PyErr_Restore(Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(exc))), exc,
+                      PyException_GetTraceback(exc));
+        rc = -1;
+    } else {
+        rc = to_stdlib ? run_py(g.py_do_write, self) : process_outgoing(t);
+    }
+    if (rc < 0 && fatal_on_exception(self) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+// --- incoming -------------------------------------------------------------------------------
+
+// b"".join(list) for a list of bytes objects (what _SSLSocket.read returns).
+PyObject* join_bytes(PyObject* list) {
+    Py_ssize_t n = PyList_GET_SIZE(list), total = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* b = PyList_GET_ITEM(list, i);
+        if (!PyBytes_Check(b)) {
+            PyObject* empty = PyBytes_FromStringAndSize(nullptr, 0);
+            if (!empty) return nullptr;
+            PyObject* args[] = {empty, list};
+            PyObject* r = PyObject_VectorcallMethod(str_join, args, 2, nullptr);
+            Py_DECREF(empty);
+            return r;
+        }
+        total += PyBytes_GET_SIZE(b);
+    }
+    PyObject* out = PyBytes_FromStringAndSize(nullptr, total);
+    if (!out) return nullptr;
+    char* p = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* b = PyList_GET_ITEM(list, i);
+        std::memcpy(p, PyBytes_AS_STRING(b), size_t(PyBytes_GET_SIZE(b)));
+        p += PyBytes_GET_SIZE(b);
+    }
+    return out;
+}
+
+// The stdlib's _do_read__copied: every record available, joined, to data_received;
+// an empty read is the peer's close_notify.
+//
+// Two differences that nobody can observe make it cheaper. Records are decrypted into
+// the protocol's record buffer and copied out at their size (SSLObject.read(n)
+// allocates n bytes and shrinks them: 256 KiB per call); the chunks are joined
+// anyway. And the read that the stdlib expects to
+// fail with SSLWantReadError is skipped when it can only fail so: nothing left in the
+// incoming BIO and no decrypted byte held by the SSL object. Raising that exception
+// costs more than decrypting a 1 KiB record.
+int do_read_copied(PyTLS* t) {
+    PyObject* self = reinterpret_cast<PyObject*>(t);
+    PyObject* mo = PyObject_GetAttr(self, str_max_size);
+    if (!mo) return -1;
+    Py_ssize_t max_size = PyNumber_AsSsize_t(mo, PyExc_OverflowError);
+    Py_DECREF(mo);
+    if (max_size == -1 && PyErr_Occurred()) return -1;
+    // Through the record buffer when the stdlib would read at least a record.
+    bool scratch = t->sslsock && max_size >= kRecordBuffer;
+    if (scratch && !t->record_buffer) {
+        t->record_buffer = PyByteArray_FromStringAndSize(nullptr, kRecordBuffer);
+        if (!t->record_buffer) return -1;
+    }
+    PyObject* n_obj = PyLong_FromSsize_t(max_size);
+    if (!n_obj) return -1;
+    PyObject* first = nullptr;
+    PyObject* list = nullptr;
+    bool eof = false;
+    auto fail = [&] {
+        Py_DECREF(n_obj);
+        Py_XDECREF(first);
+        Py_XDECREF(list);
+        return -1;
+    };
+    for (;;) {
+        PyObject* chunk;
+        if (scratch) {
+            PyObject* args[] = {t->sslsock, n_obj, t->record_buffer};
+            PyObject* r = PyObject_VectorcallMethod(str_read, args, 3, nullptr);
+            if (r) {
+                Py_ssize_t got = PyLong_AsSsize_t(r);
+                Py_DECREF(r);
+                if (got == -1 && PyErr_Occurred()) return fail();
+                if (got < 0 || got > PyByteArray_GET_SIZE(t->record_buffer)) {
+                    PyErr_SetString(PyExc_SystemError, "SSLObject.read() returned a bad count");
+                    return fail();
+                }
+                chunk = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(t->record_buffer), got);
+            } else {
+                chunk = nullptr;
+            }
+        } else {
+            chunk = ssl_read(t, n_obj);
+        }
+        if (!chunk) {
+            if (again_error()) {
+                PyErr_Clear();
+                break;
+            }
+            return fail();
+        }
+        int truth = PyObject_IsTrue(chunk);
+        if (truth <= 0) {
+            Py_DECREF(chunk);
+            if (truth < 0) return fail();
+            eof = true;
+            break;
+        }
+        if (!first) {
+            first = chunk;
+        } else {
+            if (!list) {
+                list = PyList_New(0);
+                if (!list || PyList_Append(list, first) < 0) {
+                    Py_DECREF(chunk);
+                    return fail();
+                }
+            }
+            int rc = PyList_Append(list, chunk);
+            Py_DECREF(chunk);
+            if (rc < 0) return fail();
+        }
+        if (t->sslsock) {
+            int more = more_to_read(t);
+            if (more < 0) return fail();
+            if (!more) break;
+        }
+    }
+    Py_DECREF(n_obj);
+    if (first) {
+        PyObject* data = first;
+        if (list) {
+            data = join_bytes(list);
+            Py_DECREF(list);
+            Py_DECREF(first);
+            if (!data) return -1;
+        }
+        PyObject* r = t->app_protocol ? call1(t->app_protocol, str_data_received, data)
+                                      : PyObject_GetAttr(Py_None, str_data_received);
+        Py_DECREF(data);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    if (eof) {
+        if (run0(self, str_call_eof_received) < 0) return -1;
+        if (run0(self, str_start_shutdown) < 0) return -1;
+    }
+    return 0;
+}
+
+int do_read_body(PyTLS* t) {
+    PyObject* self = reinterpret_cast<PyObject*>(t);
+    if (!t->app_reading_paused) {
+        int rc = t->app_is_buffer ? run0(self, str_do_read_buffered) : do_read_copied(t);
+        if (rc < 0) return -1;
+        if (do_write(t) < 0) return -1;
+    }
+    return control_ssl_reading(t);
+}
+
+PyObject* do_read(PyTLS* t) {
+    if (t->state != g.st_wrapped && t->state != g.st_flushing) Py_RETURN_NONE;
+    if (do_read_body(t) < 0 && fatal_on_exception(reinterpret_cast<PyObject*>(t)) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+// --- methods --------------------------------------------------------------------------------
+
+PyObject* m_get_buffer(PyObject* self, PyObject* arg) {
+    PyTLS* t = as_tls(self);
+    Py_ssize_t want = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (want == -1 && PyErr_Occurred()) return nullptr;
+    PyObject* mo = PyObject_GetAttr(self, str_max_size);
+    if (!mo) return nullptr;
+    Py_ssize_t max_size = PyNumber_AsSsize_t(mo, PyExc_OverflowError);
+    Py_DECREF(mo);
+    if (max_size == -1 && PyErr_Occurred()) return nullptr;
+    if (want <= 0 || want > max_size) want = max_size;
+    Py_ssize_t have = t->ssl_buffer ? PyObject_Length(t->ssl_buffer) : -1;
+    if (have < 0 && t->ssl_buffer) return nullptr;
+    if (have < want) {
+        PyObject* buf = PyByteArray_FromStringAndSize(nullptr, want);
+        if (!buf) return nullptr;
+        PyObject* view = PyMemoryView_FromObject(buf);
+        if (!view) {
+            Py_DECREF(buf);
+            return nullptr;
+        }
+        Py_XSETREF(t->ssl_buffer, buf);
+        Py_XSETREF(t->ssl_buffer_view, view);
+    }
+    if (!t->ssl_buffer_view) {
+        PyErr_SetString(PyExc_AttributeError, "_ssl_buffer_view");
+        return nullptr;
+    }
+    return Py_NewRef(t->ssl_buffer_view);
+}
+
+PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
+    PyTLS* t = as_tls(self);
+    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) return nullptr;
+    PyObject* piece;
+    PyObject* view = t->ssl_buffer_view;
+    if (view && PyMemoryView_Check(view) && n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
+        PyMemoryView_GET_BUFFER(view)->itemsize == 1) {
+        piece = PyMemoryView_FromMemory(static_cast<char*>(PyMemoryView_GET_BUFFER(view)->buf), n,
+                                        PyBUF_READ);
+    } else if (view) {
+        piece = PySequence_GetSlice(view, 0, n);
+    } else {
+        PyErr_SetString(PyExc_AttributeError, "_ssl_buffer_view");
+        return nullptr;
+    }
+    if (!piece) return nullptr;
+    PyObject* r = t->incoming ? call1(t->incoming, str_write, piece) : nullptr;
+    if (!t->incoming) PyErr_SetString(PyExc_AttributeError, "_incoming");
+    Py_DECREF(piece);
+    if (!r) return nullptr;
+    Py_DECREF(r);
+    if (t->state == g.st_do_handshake) return call0(self, str_do_handshake);
+    if (t->state == g.st_wrapped) return do_read(t);
+    if (t->state == g.st_flushing) return call0(self, str_do_flush);
+    if (t->state == g.st_shutdown) return call0(self, str_do_shutdown);
+    Py_RETURN_NONE;
+}
+
+PyObject* m_do_read(PyObject* self, PyObject*) { return do_read(as_tls(self)); }
+
+PyObject* m_do_write(PyObject* self, PyObject*) {
+    if (do_write(as_tls(self)) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* m_process_outgoing(PyObject* self, PyObject*) {
+    if (process_outgoing(as_tls(self)) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* m_control_app_writing(PyObject* self, PyObject*) {
+    if (control_app_writing(as_tls(self)) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* m_control_ssl_reading(PyObject* self, PyObject*) {
+    if (control_ssl_reading(as_tls(self)) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* m_get_write_buffer_size(PyObject* self, PyObject*) {
+    PyTLS* t = as_tls(self);
+    Py_ssize_t pending = bio_pending(t->outgoing);
+    if (pending < 0) return nullptr;
+    return PyLong_FromSsize_t(pending + t->write_buffer_size);
+}
+
+PyObject* m_get_read_buffer_size(PyObject* self, PyObject*) {
+    Py_ssize_t pending = bio_pending(as_tls(self)->incoming);
+    if (pending < 0) return nullptr;
+    return PyLong_FromSsize_t(pending);
+}
+
+PyObject* m_write_appdata(PyObject* self, PyObject* list_of_data) {
+    if (PyTuple_CheckExact(list_of_data))
+        return write_appdata(as_tls(self), &PyTuple_GET_ITEM(list_of_data, 0),
+                             PyTuple_GET_SIZE(list_of_data), list_of_data);
+    if (PyList_CheckExact(list_of_data)) {
+        // A copy of the item pointers: a write may run code that changes the list.
+        PyObject* items = PyList_AsTuple(list_of_data);
+        if (!items) return nullptr;
+        PyObject* r = write_appdata(as_tls(self), &PyTuple_GET_ITEM(items, 0), PyTuple_GET_SIZE(items),
+                                    list_of_data);
+        Py_DECREF(items);
+        return r;
+    }
+    PyObject* args[] = {self, list_of_data};
+    return PyObject_Vectorcall(g.py_write_appdata, args, 2, nullptr);
+}
+
+// --- the app transport's write/writelines ---------------------------------------------------
+
+PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyObject* name = PyType_GetName(Py_TYPE(data));
+        if (name) {
+            PyErr_Format(PyExc_TypeError, "data: expecting a bytes-like instance, got %U", name);
+            Py_DECREF(name);
+        }
+        return nullptr;
+    }
+    int truth = PyObject_IsTrue(data);
+    if (truth < 0) return nullptr;
+    if (!truth) Py_RETURN_NONE;
+    PyObject* proto = PyObject_GetAttr(transport, str_ssl_protocol);
+    if (!proto) return nullptr;
+    PyObject* r;
+    if (PyObject_TypeCheck(proto, g_type)) {
+        r = write_appdata(as_tls(proto), &data, 1, nullptr);
+    } else {
+        PyObject* tup = PyTuple_Pack(1, data);
+        r = tup ? call1(proto, str_write_appdata, tup) : nullptr;
+        Py_XDECREF(tup);
+    }
+    Py_DECREF(proto);
+    return r;
+}
+
+PyObject* tls_transport_writelines(PyObject* transport, PyObject* list_of_data) {
+    PyObject* proto = PyObject_GetAttr(transport, str_ssl_protocol);
+    if (!proto) return nullptr;
+    PyObject* r = call1(proto, str_write_appdata, list_of_data);
+    Py_DECREF(proto);
+    return r;
+}
+
+// --- attributes -----------------------------------------------------------------------------
+
+PyObject* get_sslobj(PyObject* self, void*) {
+    PyTLS* t = as_tls(self);
+    if (!t->sslobj) {
+        PyErr_SetString(PyExc_AttributeError, "_sslobj");
+        return nullptr;
+    }
+    return Py_NewRef(t->sslobj);
+}
+
+int set_sslobj(PyObject* self, PyObject* value, void*) {
+    PyTLS* t = as_tls(self);
+    PyObject* inner = nullptr;
+    if (value && Py_IS_TYPE(value, reinterpret_cast<PyTypeObject*>(g.sslobject_type))) {
+        inner = PyObject_GetAttr(value, str_sslobj_inner);
+        if (!inner) PyErr_Clear();  // Then every call goes through the SSLObject.
+    }
+    Py_XINCREF(value);
+    Py_XSETREF(t->sslobj, value);
+    Py_XSETREF(t->sslsock, inner);
+    return 0;
+}
+
+// Flags: any object is accepted and kept as its truth value.
+template <bool PyTLS::*F>
+PyObject* get_flag(PyObject* self, void*) {
+    return PyBool_FromLong(as_tls(self)->*F);
+}
+template <bool PyTLS::*F>
+int set_flag(PyObject* self, PyObject* value, void*) {
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    if (truth < 0) return -1;
+    as_tls(self)->*F = truth;
+    return 0;
+}
+
+template <Mark PyTLS::*M>
+PyObject* get_mark(PyObject* self, void*) {
+    Mark& m = as_tls(self)->*M;
+    if (!m.obj) return PyLong_FromLong(0);
+    return Py_NewRef(m.obj);
+}
+template <Mark PyTLS::*M>
+int set_mark(PyObject* self, PyObject* value, void*) {
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    double v = PyFloat_AsDouble(value);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    Mark& m = as_tls(self)->*M;
+    Py_INCREF(value);
+    Py_XSETREF(m.obj, value);
+    m.value = v;
+    return 0;
+}
+
+#define FLAG(name, field, doc) \
+    {name, get_flag<&PyTLS::field>, set_flag<&PyTLS::field>, doc, nullptr}
+#define MARK(name, field, doc) \
+    {name, get_mark<&PyTLS::field>, set_mark<&PyTLS::field>, doc, nullptr}
+
+PyGetSetDef tls_getset[] = {
+    {"_sslobj", get_sslobj, set_sslobj, "The ssl.SSLObject.", nullptr},
+    FLAG("_app_protocol_is_buffer", app_is_buffer, "Whether the app protocol is a BufferedProtocol."),
+    FLAG("_ssl_writing_paused", ssl_writing_paused, "The socket transport paused our writing."),
+    FLAG("_app_reading_paused", app_reading_paused, "The app paused reading."),
+    FLAG("_ssl_reading_paused", ssl_reading_paused, "We paused the socket transport's reading."),
+    FLAG("_app_writing_paused", app_writing_paused, "We paused the app protocol's writing."),
+    MARK("_incoming_high_water", in_high, "High water mark of the incoming BIO."),
+    MARK("_incoming_low_water", in_low, "Low water mark of the incoming BIO."),
+    MARK("_outgoing_high_water", out_high, "High water mark of the app's writes."),
+    MARK("_outgoing_low_water", out_low, "Low water mark of the app's writes."),
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+#define OBJ(name, field, doc) {name, T_OBJECT_EX, offsetof(PyTLS, field), 0, doc}
+
+PyMemberDef tls_members[] = {
+    OBJ("_state", state, "The SSLProtocolState."),
+    OBJ("_incoming", incoming, "The incoming ssl.MemoryBIO."),
+    OBJ("_outgoing", outgoing, "The outgoing ssl.MemoryBIO."),
+    OBJ("_app_protocol", app_protocol, "The app protocol."),
+    OBJ("_transport", transport, "The socket transport."),
+    OBJ("_write_backlog", write_backlog, "The app's chunks not yet written."),
+    OBJ("_ssl_buffer", ssl_buffer, "The buffer reads land in."),
+    OBJ("_ssl_buffer_view", ssl_buffer_view, "A memoryview of _ssl_buffer."),
+    {"_write_buffer_size", T_PYSSIZET, offsetof(PyTLS, write_buffer_size), 0, "Bytes in the backlog."},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+#define FAST(f) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(f))
+
+PyMethodDef tls_methods[] = {
+    {"get_buffer", m_get_buffer, METH_O, "The buffer the socket transport reads into."},
+    {"buffer_updated", m_buffer_updated, METH_O, "nbytes of the buffer were filled."},
+    {"_do_read", m_do_read, METH_NOARGS, "Decrypt what can be and deliver it to the app."},
+    {"_do_write", m_do_write, METH_NOARGS, "Encrypt the backlog and send the records."},
+    {"_process_outgoing", m_process_outgoing, METH_NOARGS, "Send the outgoing BIO's records."},
+    {"_write_appdata", m_write_appdata, METH_O, "Write the app's chunks."},
+    {"_control_app_writing", m_control_app_writing, METH_NOARGS, "Pause or resume the app's writing."},
+    {"_control_ssl_reading", m_control_ssl_reading, METH_NOARGS, "Pause or resume the socket's reading."},
+    {"_get_write_buffer_size", m_get_write_buffer_size, METH_NOARGS, "Bytes the app wrote, not yet sent."},
+    {"_get_read_buffer_size", m_get_read_buffer_size, METH_NOARGS, "Bytes received, not yet decrypted."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyObject* tls_new(PyTypeObject* type, PyObject*, PyObject*) {
+    PyObject* self = type->tp_alloc(type, 0);
+    if (!self) return nullptr;
+    PyTLS* t = as_tls(self);
+    t->in_high.value = t->in_low.value = t->out_high.value = t->out_low.value = 0.0;
+    return self;
+}
+
+int tls_traverse(PyObject* self, visitproc visit, void* arg) {
+    PyTLS* t = as_tls(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(t->state);
+    Py_VISIT(t->sslobj);
+    Py_VISIT(t->sslsock);
+    Py_VISIT(t->incoming);
+    Py_VISIT(t->outgoing);
+    Py_VISIT(t->app_protocol);
+    Py_VISIT(t->transport);
+    Py_VISIT(t->write_backlog);
+    Py_VISIT(t->ssl_buffer);
+    Py_VISIT(t->ssl_buffer_view);
+    Py_VISIT(t->record_buffer);
+    Py_VISIT(t->in_high.obj);
+    Py_VISIT(t->in_low.obj);
+    Py_VISIT(t->out_high.obj);
+    Py_VISIT(t->out_low.obj);
+    return 0;
+}
+
+int tls_clear(PyObject* self) {
+    PyTLS* t = as_tls(self);
+    Py_CLEAR(t->state);
+    Py_CLEAR(t->sslobj);
+    Py_CLEAR(t->sslsock);
+    Py_CLEAR(t->incoming);
+    Py_CLEAR(t->outgoing);
+    Py_CLEAR(t->app_protocol);
+    Py_CLEAR(t->transport);
+    Py_CLEAR(t->write_backlog);
+    Py_CLEAR(t->ssl_buffer_view);
+    Py_CLEAR(t->ssl_buffer);
+    Py_CLEAR(t->record_buffer);
+    Py_CLEAR(t->in_high.obj);
+    Py_CLEAR(t->in_low.obj);
+    Py_CLEAR(t->out_high.obj);
+    Py_CLEAR(t->out_low.obj);
+    return 0;
+}
+
+void tls_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    tls_clear(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+PyObject* tls_setup(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    // (state_enum, again_errors, sslobject_type, stdlib_protocol_class)
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_tls_setup takes 4 arguments");
+        return nullptr;
+    }
+    struct {
+        PyObject** slot;
+        PyObject* from;
+        const char* name;
+    } items[] = {
+        {&g.st_unwrapped, args[0], "UNWRAPPED"},
+        {&g.st_do_handshake, args[0], "DO_HANDSHAKE"},
+        {&g.st_wrapped, args[0], "WRAPPED"},
+        {&g.st_flushing, args[0], "FLUSHING"},
+        {&g.st_shutdown, args[0], "SHUTDOWN"},
+        {&g.py_write_appdata, args[3], "_write_appdata"},
+        {&g.py_do_write, args[3], "_do_write"},
+        {&g.py_control_app_writing, args[3], "_control_app_writing"},
+        {&g.py_control_ssl_reading, args[3], "_control_ssl_reading"},
+    };
+    for (auto& it : items) {
+        PyObject* v = PyObject_GetAttrString(it.from, it.name);
+        if (!v) return nullptr;
+        Py_XSETREF(*it.slot, v);
+    }
+    Py_XSETREF(g.again_errors, Py_NewRef(args[1]));
+    Py_XSETREF(g.sslobject_type, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+PyMethodDef transport_methods[] = {
+    {"write", tls_transport_write, METH_O,
+     "Write some data bytes to the transport (encrypted, then sent by the socket transport)."},
+    {"writelines", tls_transport_writelines, METH_O,
+     "Write a list (or any iterable) of data bytes to the transport."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+// Sets write/writelines of the (Python) app transport class to method descriptors of
+// the functions above, so a call costs what a C method's does.
+PyObject* tls_install_transport(PyObject*, PyObject* cls) {
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "a class is required");
+        return nullptr;
+    }
+    for (PyMethodDef* def = transport_methods; def->ml_name; ++def) {
+        PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls), def);
+        if (!descr) return nullptr;
+        int rc = PyObject_SetAttrString(cls, def->ml_name, descr);
+        Py_DECREF(descr);
+        if (rc < 0) return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef module_functions[] = {
+    {"_tls_setup", FAST(tls_setup), METH_FASTCALL,
+     "_tls_setup(SSLProtocolState, SSLAgainErrors, ssl.SSLObject, sslproto.SSLProtocol)."},
+    {"_tls_install_transport", tls_install_transport, METH_O,
+     "_tls_install_transport(cls): give the app transport class its C write and writelines."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+bool intern(PyObject*& slot, const char* s) {
+    slot = PyUnicode_InternFromString(s);
+    return slot != nullptr;
+}
+
+}  // namespace
+
+bool init_tls(PyObject* module) {
+    if (!intern(str_read, "read") || !intern(str_write, "write") || !intern(str_pending, "pending") ||
+        !intern(str_sslobj_inner, "_sslobj") || !intern(str_max_size, "max_size") ||
+        !intern(str_data_received, "data_received") || !intern(str_do_handshake, "_do_handshake") ||
+        !intern(str_do_flush, "_do_flush") || !intern(str_do_shutdown, "_do_shutdown") ||
+        !intern(str_do_read_buffered, "_do_read__buffered") ||
+        !intern(str_call_eof_received, "_call_eof_received") ||
+        !intern(str_start_shutdown, "_start_shutdown") || !intern(str_fatal_error, "_fatal_error") ||
+        !intern(str_ssl_protocol, "_ssl_protocol") || !intern(str_write_appdata, "_write_appdata") ||
+        !intern(str_append, "append") || !intern(str_join, "join"))
+        return false;
+    g.fatal_message = PyUnicode_FromString("Fatal error on SSL protocol");
+    if (!g.fatal_message) return false;
+    PyType_Slot slots[] = {
+        {Py_tp_new, reinterpret_cast<void*>(tls_new)},
+        {Py_tp_dealloc, reinterpret_cast<void*>(tls_dealloc)},
+        {Py_tp_traverse, reinterpret_cast<void*>(tls_traverse)},
+        {Py_tp_clear, reinterpret_cast<void*>(tls_clear)},
+        {Py_tp_methods, tls_methods},
+        {Py_tp_members, tls_members},
+        {Py_tp_getset, tls_getset},
+        {Py_tp_doc, const_cast<char*>("The per-record methods of cxxloop's SSLProtocol (see _sslproto).")},
+        {0, nullptr},
+    };
+    PyType_Spec spec = {"cxxloop._core.TLSProtocolBase", int(sizeof(PyTLS)), 0,
+                        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, slots};
+    PyObject* type = PyType_FromSpec(&spec);
+    if (!type) return false;
+    g_type = reinterpret_cast<PyTypeObject*>(type);
+    if (PyModule_AddObjectRef(module, "TLSProtocolBase", type) < 0) return false;
+    return PyModule_AddFunctions(module, module_functions) == 0;
+}
+
+}  // namespace cxxloop::bind
