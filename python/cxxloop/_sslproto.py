@@ -11,6 +11,7 @@ contexts, verification, SNI, ALPN and sessions are the ssl module's: records go
 through its SSLObject and MemoryBIO.
 """
 
+import _ssl
 import ssl
 from asyncio import sslproto
 
@@ -19,7 +20,7 @@ from . import _core
 __all__ = ("SSLProtocol",)
 
 _core._tls_setup(sslproto.SSLProtocolState, sslproto.SSLAgainErrors, ssl.SSLObject,
-                 sslproto.SSLProtocol)
+                 sslproto.SSLProtocol, _ssl._SSLSocket, ssl.MemoryBIO)
 
 
 class _SSLProtocolTransport(sslproto._SSLProtocolTransport):

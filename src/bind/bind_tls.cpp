@@ -46,6 +46,16 @@ struct Setup {
     PyObject* py_control_app_writing = nullptr;
     PyObject* py_control_ssl_reading = nullptr;
     PyObject* fatal_message = nullptr;  // 'Fatal error on SSL protocol'
+    // The ssl module's C types and their methods, called without a lookup when an
+    // object is exactly of that type.
+    PyTypeObject* sock_type = nullptr;  // _ssl._SSLSocket
+    PyTypeObject* bio_type = nullptr;   // ssl.MemoryBIO
+    PyObject* sock_read = nullptr;
+    PyObject* sock_write = nullptr;
+    PyObject* sock_pending = nullptr;
+    PyObject* bio_read = nullptr;
+    PyObject* bio_write = nullptr;
+    PyGetSetDef* bio_pending = nullptr;  // The getter of MemoryBIO.pending.
 } g;
 
 PyObject* str_read;
@@ -114,6 +124,23 @@ PyObject* call1(PyObject* obj, PyObject* name, PyObject* a) {
     return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
 
+// obj.name(*args[1:]) for args[0] = obj: the cached method `descr` when obj is
+// exactly of `type`, else a normal method call.
+PyObject* call_on(PyTypeObject* type, PyObject* descr, PyObject* name, PyObject** args, size_t n) {
+    if (descr && Py_IS_TYPE(args[0], type)) return PyObject_Vectorcall(descr, args, n, nullptr);
+    return PyObject_VectorcallMethod(name, args, n, nullptr);
+}
+
+PyObject* bio_read_all(PyObject* bio) {
+    PyObject* args[] = {bio};
+    return call_on(g.bio_type, g.bio_read, str_read, args, 1);
+}
+
+PyObject* bio_write(PyObject* bio, PyObject* data) {
+    PyObject* args[] = {bio, data};
+    return call_on(g.bio_type, g.bio_write, str_write, args, 2);
+}
+
 // Calls a method for its effect; -1 on error.
 int run0(PyObject* obj, PyObject* name) {
     PyObject* r = call0(obj, name);
@@ -132,16 +159,20 @@ int run_py(PyObject* func, PyObject* self, PyObject* arg = nullptr) {
 }
 
 // SSLObject.read(n) / .write(data), through the inner _SSLSocket when there is one.
-PyObject* ssl_read(PyTLS* t, PyObject* n) {
-    return call1(t->sslsock ? t->sslsock : t->sslobj, str_read, n);
+PyObject* ssl_read(PyTLS* t, PyObject* n, PyObject* buffer = nullptr) {
+    PyObject* args[] = {t->sslsock ? t->sslsock : t->sslobj, n, buffer};
+    return call_on(g.sock_type, g.sock_read, str_read, args, buffer ? 3 : 2);
 }
 PyObject* ssl_write(PyTLS* t, PyObject* data) {
-    return call1(t->sslsock ? t->sslsock : t->sslobj, str_write, data);
+    PyObject* args[] = {t->sslsock ? t->sslsock : t->sslobj, data};
+    return call_on(g.sock_type, g.sock_write, str_write, args, 2);
 }
 
 // MemoryBIO.pending, or -1 with an error set.
 Py_ssize_t bio_pending(PyObject* bio) {
-    PyObject* v = PyObject_GetAttr(bio, str_pending);
+    PyObject* v = g.bio_pending && Py_IS_TYPE(bio, g.bio_type)
+                      ? g.bio_pending->get(bio, g.bio_pending->closure)
+                      : PyObject_GetAttr(bio, str_pending);
     if (!v) return -1;
     Py_ssize_t n = PyLong_AsSsize_t(v);
     Py_DECREF(v);
@@ -153,7 +184,8 @@ Py_ssize_t bio_pending(PyObject* bio) {
 int more_to_read(PyTLS* t) {
     Py_ssize_t n = bio_pending(t->incoming);
     if (n != 0) return n < 0 ? -1 : 1;
-    PyObject* r = call0(t->sslsock, str_pending);
+    PyObject* args[] = {t->sslsock};
+    PyObject* r = call_on(g.sock_type, g.sock_pending, str_pending, args, 1);
     if (!r) return -1;
     n = PyLong_AsSsize_t(r);
     Py_DECREF(r);
@@ -202,7 +234,7 @@ int control_ssl_reading(PyTLS* t) {
 
 int process_outgoing(PyTLS* t) {
     if (!t->ssl_writing_paused) {
-        PyObject* data = call0(t->outgoing, str_read);
+        PyObject* data = bio_read_all(t->outgoing);
         if (!data) return -1;
         Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
         if (n < 0) {
@@ -391,8 +423,7 @@ int do_read_copied(PyTLS* t) {
     for (;;) {
         PyObject* chunk;
         if (scratch) {
-            PyObject* args[] = {t->sslsock, n_obj, t->record_buffer};
-            PyObject* r = PyObject_VectorcallMethod(str_read, args, 3, nullptr);
+            PyObject* r = ssl_read(t, n_obj, t->record_buffer);
             if (r) {
                 Py_ssize_t got = PyLong_AsSsize_t(r);
                 Py_DECREF(r);
@@ -529,7 +560,7 @@ PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
         return nullptr;
     }
     if (!piece) return nullptr;
-    PyObject* r = t->incoming ? call1(t->incoming, str_write, piece) : nullptr;
+    PyObject* r = t->incoming ? bio_write(t->incoming, piece) : nullptr;
     if (!t->incoming) PyErr_SetString(PyExc_AttributeError, "_incoming");
     Py_DECREF(piece);
     if (!r) return nullptr;
@@ -799,9 +830,10 @@ void tls_dealloc(PyObject* self) {
 }
 
 PyObject* tls_setup(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    // (state_enum, again_errors, sslobject_type, stdlib_protocol_class)
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_tls_setup takes 4 arguments");
+    // (state_enum, again_errors, sslobject_type, stdlib_protocol_class,
+    //  sslsocket_type, memorybio_type)
+    if (nargs != 6 || !PyType_Check(args[4]) || !PyType_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "_tls_setup takes 6 arguments");
         return nullptr;
     }
     struct {
@@ -818,12 +850,31 @@ PyObject* tls_setup(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         {&g.py_do_write, args[3], "_do_write"},
         {&g.py_control_app_writing, args[3], "_control_app_writing"},
         {&g.py_control_ssl_reading, args[3], "_control_ssl_reading"},
+        {&g.sock_read, args[4], "read"},
+        {&g.sock_write, args[4], "write"},
+        {&g.sock_pending, args[4], "pending"},
+        {&g.bio_read, args[5], "read"},
+        {&g.bio_write, args[5], "write"},
     };
     for (auto& it : items) {
         PyObject* v = PyObject_GetAttrString(it.from, it.name);
         if (!v) return nullptr;
         Py_XSETREF(*it.slot, v);
     }
+    // Methods are used directly only if they are the C types' own descriptors.
+    for (PyObject** m : {&g.sock_read, &g.sock_write, &g.sock_pending, &g.bio_read, &g.bio_write})
+        if (!Py_IS_TYPE(*m, &PyMethodDescr_Type)) Py_CLEAR(*m);
+    PyObject* pending = PyObject_GetAttrString(args[5], "pending");
+    if (!pending) return nullptr;
+    g.bio_pending = Py_IS_TYPE(pending, &PyGetSetDescr_Type) &&
+                            reinterpret_cast<PyGetSetDescrObject*>(pending)->d_getset->get
+                        ? reinterpret_cast<PyGetSetDescrObject*>(pending)->d_getset
+                        : nullptr;
+    Py_DECREF(pending);  // The type keeps its descriptor (and the getset table) alive.
+    g.sock_type = reinterpret_cast<PyTypeObject*>(args[4]);
+    g.bio_type = reinterpret_cast<PyTypeObject*>(args[5]);
+    Py_INCREF(args[4]);
+    Py_INCREF(args[5]);
     Py_XSETREF(g.again_errors, Py_NewRef(args[1]));
     Py_XSETREF(g.sslobject_type, Py_NewRef(args[2]));
     Py_RETURN_NONE;
@@ -856,7 +907,8 @@ PyObject* tls_install_transport(PyObject*, PyObject* cls) {
 
 PyMethodDef module_functions[] = {
     {"_tls_setup", FAST(tls_setup), METH_FASTCALL,
-     "_tls_setup(SSLProtocolState, SSLAgainErrors, ssl.SSLObject, sslproto.SSLProtocol)."},
+     "_tls_setup(SSLProtocolState, SSLAgainErrors, ssl.SSLObject, sslproto.SSLProtocol, "
+     "_ssl._SSLSocket, ssl.MemoryBIO)."},
     {"_tls_install_transport", tls_install_transport, METH_O,
      "_tls_install_transport(cls): give the app transport class its C write and writelines."},
     {nullptr, nullptr, 0, nullptr},
