@@ -14,7 +14,6 @@ import asyncio
 import os
 import selectors
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -22,9 +21,17 @@ import types
 import warnings
 import weakref
 
-from asyncio import base_events, constants, coroutines, events, format_helpers, selector_events, unix_events
+from asyncio import base_events, coroutines, events, format_helpers, selector_events, unix_events
+from asyncio import constants
 
-from . import _core, _pipes, _process, _sslproto, _transports
+from . import _core, _pipes, _process, _transports
+
+try:
+    import ssl
+except ImportError:  # A Python built without ssl: no TLS, as with asyncio.
+    ssl = _sslproto = None
+else:
+    from . import _sslproto
 
 __all__ = ("Loop", "SelectorEventLoop")
 
@@ -279,6 +286,8 @@ class _LoopBase(_core.Loop, _UnixLoopParts, base_events.BaseEventLoop):
                         ssl_shutdown_timeout=None):
         """Upgrade an existing transport to TLS; returns the new transport, which
         `protocol` should use from then on (asyncio's start_tls)."""
+        if ssl is None:
+            raise RuntimeError("Python ssl module is not available")
         if not isinstance(sslcontext, ssl.SSLContext):
             raise TypeError(f"sslcontext is expected to be an instance of ssl.SSLContext, "
                             f"got {sslcontext!r}")
