@@ -67,7 +67,11 @@ PyObject* str_data_received;
 PyObject* str_do_handshake;
 PyObject* str_do_flush;
 PyObject* str_do_shutdown;
-PyObject* str_do_read_buffered;
+PyObject* str_app_get_buffer;
+PyObject* str_app_buffer_updated;
+PyObject* str_loop;
+PyObject* str_do_read;
+PyObject* str_call_soon;
 PyObject* str_call_eof_received;
 PyObject* str_start_shutdown;
 PyObject* str_fatal_error;
@@ -495,10 +499,116 @@ int do_read_copied(PyTLS* t) {
     return 0;
 }
 
+// The stdlib's _do_read__buffered: decrypt straight into the app's get_buffer()
+// memory, then one buffer_updated(); a read of 0 is the peer's close_notify. The
+// last read, which could only raise SSLWantReadError, is skipped as above.
+int do_read_buffered(PyTLS* t) {
+    PyObject* self = reinterpret_cast<PyObject*>(t);
+    PyObject* get_buffer = PyObject_GetAttr(self, str_app_get_buffer);
+    if (!get_buffer) return -1;
+    Py_ssize_t pending = bio_pending(t->incoming);
+    PyObject* hint = pending < 0 ? nullptr : PyLong_FromSsize_t(pending);
+    PyObject* buf = hint ? PyObject_CallOneArg(get_buffer, hint) : nullptr;
+    Py_XDECREF(hint);
+    Py_DECREF(get_buffer);
+    if (!buf) return -1;
+    Py_ssize_t wants = PyObject_Size(buf);
+    if (wants < 0) {
+        Py_DECREF(buf);
+        return -1;
+    }
+    Py_ssize_t offset = 0, count = 1;
+    bool reschedule = false;
+    auto read_into = [&](Py_ssize_t n, PyObject* into, Py_ssize_t* got) -> int {
+        // 1: read *got; 0: SSLAgainErrors (cleared); -1: another error.
+        PyObject* n_obj = PyLong_FromSsize_t(n);
+        PyObject* r = n_obj ? ssl_read(t, n_obj, into) : nullptr;
+        Py_XDECREF(n_obj);
+        if (!r) {
+            if (again_error()) {
+                PyErr_Clear();
+                return 0;
+            }
+            return -1;
+        }
+        *got = PyLong_AsSsize_t(r);
+        Py_DECREF(r);
+        return *got == -1 && PyErr_Occurred() ? -1 : 1;
+    };
+    int rc = read_into(wants, buf, &count);
+    if (rc < 0) {
+        Py_DECREF(buf);
+        return -1;
+    }
+    if (rc > 0 && count > 0) {
+        offset = count;
+        reschedule = true;
+        while (offset < wants) {
+            if (t->sslsock) {
+                int more = more_to_read(t);
+                if (more < 0) {
+                    Py_DECREF(buf);
+                    return -1;
+                }
+                if (!more) {  // What SSLWantReadError would have done.
+                    reschedule = false;
+                    break;
+                }
+            }
+            PyObject* rest = PySequence_GetSlice(buf, offset, PY_SSIZE_T_MAX);
+            if (!rest) {
+                Py_DECREF(buf);
+                return -1;
+            }
+            Py_ssize_t got = 0;
+            rc = read_into(wants - offset, rest, &got);
+            Py_DECREF(rest);
+            if (rc < 0) {
+                Py_DECREF(buf);
+                return -1;
+            }
+            if (rc == 0) {
+                reschedule = false;
+                break;
+            }
+            count = got;
+            if (got <= 0) {
+                reschedule = false;
+                break;
+            }
+            offset += got;
+        }
+    }
+    Py_DECREF(buf);
+    if (reschedule) {  // The app's buffer is full: read the rest on a later turn.
+        PyObject* loop = PyObject_GetAttr(self, str_loop);
+        PyObject* again = loop ? PyObject_GetAttr(self, str_do_read) : nullptr;
+        PyObject* r = again ? call1(loop, str_call_soon, again) : nullptr;
+        Py_XDECREF(again);
+        Py_XDECREF(loop);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    if (offset > 0) {
+        PyObject* updated = PyObject_GetAttr(self, str_app_buffer_updated);
+        PyObject* n = updated ? PyLong_FromSsize_t(offset) : nullptr;
+        PyObject* r = n ? PyObject_CallOneArg(updated, n) : nullptr;
+        Py_XDECREF(n);
+        Py_XDECREF(updated);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    if (count == 0) {
+        if (run0(self, str_call_eof_received) < 0) return -1;
+        if (run0(self, str_start_shutdown) < 0) return -1;
+    }
+    return 0;
+}
+
 int do_read_body(PyTLS* t) {
     PyObject* self = reinterpret_cast<PyObject*>(t);
     if (!t->app_reading_paused) {
-        int rc = t->app_is_buffer ? run0(self, str_do_read_buffered) : do_read_copied(t);
+        int rc = t->app_is_buffer ? do_read_buffered(t) : do_read_copied(t);
         if (rc < 0) return -1;
         if (do_write(t) < 0) return -1;
     }
@@ -926,7 +1036,10 @@ bool init_tls(PyObject* module) {
         !intern(str_sslobj_inner, "_sslobj") || !intern(str_max_size, "max_size") ||
         !intern(str_data_received, "data_received") || !intern(str_do_handshake, "_do_handshake") ||
         !intern(str_do_flush, "_do_flush") || !intern(str_do_shutdown, "_do_shutdown") ||
-        !intern(str_do_read_buffered, "_do_read__buffered") ||
+        !intern(str_app_get_buffer, "_app_protocol_get_buffer") ||
+        !intern(str_app_buffer_updated, "_app_protocol_buffer_updated") ||
+        !intern(str_loop, "_loop") || !intern(str_do_read, "_do_read") ||
+        !intern(str_call_soon, "call_soon") ||
         !intern(str_call_eof_received, "_call_eof_received") ||
         !intern(str_start_shutdown, "_start_shutdown") || !intern(str_fatal_error, "_fatal_error") ||
         !intern(str_ssl_protocol, "_ssl_protocol") || !intern(str_write_appdata, "_write_appdata") ||

@@ -766,3 +766,22 @@ def test_start_tls_with_data_pipelined_behind_the_handshake(loop):
         assert pr.exc is None
     finally:
         close_server(loop, server)
+
+
+def test_tls_buffered_protocol_sees_close_notify(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    data = payload(100_000, seed=8)
+    try:
+        for i, size in enumerate((16384, 70, 1 << 20)):  # A record, less, more than sent.
+            pr = RecordingBufferedProtocol(loop, size)
+            tls_connect(loop, server, pr)
+            run_until(loop, lambda: len(srv) == i + 1 and srv[-1].transport)
+            srv[-1].transport.write(data)
+            srv[-1].transport.close()  # Then close_notify.
+            run_until(loop, lambda: pr.lost and srv[-1].lost)
+            assert bytes(pr.data) == data
+            assert pr.events == ["made", "data", "eof", "lost"]
+            assert pr.exc is None
+    finally:
+        close_server(loop, server)
