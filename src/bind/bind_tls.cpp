@@ -23,6 +23,8 @@
 //
 // tls_transport_write / tls_transport_writelines are the app transport's write and
 // writelines (installed as methods of _sslproto._SSLProtocolTransport).
+#include <algorithm>
+#include <climits>
 #include <cstring>
 
 #include "bind.hpp"
@@ -184,10 +186,14 @@ Py_ssize_t bio_pending(PyObject* bio) {
 }
 
 // Whether another SSLObject.read could return something: bytes in the incoming BIO
-// or decrypted bytes held by the SSL object. 1, 0, or -1 with an error set.
-int more_to_read(PyTLS* t) {
+// or decrypted bytes held by the SSL object. `got` and `asked` are the sizes of the
+// read just made: SSL_read returns data of one record at most, so a read that got
+// less than it asked for took all that its record held, and the SSL object's
+// pending() (which releases the GIL) need not be asked. 1, 0, or -1 with an error.
+int more_to_read(PyTLS* t, Py_ssize_t got, Py_ssize_t asked) {
     Py_ssize_t n = bio_pending(t->incoming);
     if (n != 0) return n < 0 ? -1 : 1;
+    if (got < asked && asked <= INT_MAX) return 0;
     PyObject* args[] = {t->sslsock};
     PyObject* r = call_on(g.sock_type, g.sock_pending, str_pending, args, 1);
     if (!r) return -1;
@@ -457,6 +463,7 @@ int do_read_copied(PyTLS* t) {
             eof = true;
             break;
         }
+        Py_ssize_t got = PyBytes_Check(chunk) ? PyBytes_GET_SIZE(chunk) : PY_SSIZE_T_MAX;
         if (!first) {
             first = chunk;
         } else {
@@ -472,7 +479,7 @@ int do_read_copied(PyTLS* t) {
             if (rc < 0) return fail();
         }
         if (t->sslsock) {
-            int more = more_to_read(t);
+            int more = more_to_read(t, got, scratch ? std::min(max_size, kRecordBuffer) : max_size);
             if (more < 0) return fail();
             if (!more) break;
         }
@@ -543,9 +550,10 @@ int do_read_buffered(PyTLS* t) {
     if (rc > 0 && count > 0) {
         offset = count;
         reschedule = true;
+        Py_ssize_t asked = wants;
         while (offset < wants) {
             if (t->sslsock) {
-                int more = more_to_read(t);
+                int more = more_to_read(t, count, asked);
                 if (more < 0) {
                     Py_DECREF(buf);
                     return -1;
@@ -561,7 +569,8 @@ int do_read_buffered(PyTLS* t) {
                 return -1;
             }
             Py_ssize_t got = 0;
-            rc = read_into(wants - offset, rest, &got);
+            asked = wants - offset;
+            rc = read_into(asked, rest, &got);
             Py_DECREF(rest);
             if (rc < 0) {
                 Py_DECREF(buf);
