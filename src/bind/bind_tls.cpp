@@ -120,12 +120,20 @@ PyTypeObject* g_type;  // TLSProtocolBase
 
 // --- calls ------------------------------------------------------------------------------
 
+// An attribute the C paths need was deleted (they are read from the struct).
+PyObject* deleted() {
+    PyErr_SetString(PyExc_AttributeError, "an attribute of the SSL protocol was deleted");
+    return nullptr;
+}
+
 PyObject* call0(PyObject* obj, PyObject* name) {
+    if (!obj) return deleted();
     PyObject* args[] = {obj};
     return PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
 
 PyObject* call1(PyObject* obj, PyObject* name, PyObject* a) {
+    if (!obj) return deleted();
     PyObject* args[] = {obj, a};
     return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
@@ -133,6 +141,7 @@ PyObject* call1(PyObject* obj, PyObject* name, PyObject* a) {
 // obj.name(*args[1:]) for args[0] = obj: the cached method `descr` when obj is
 // exactly of `type`, else a normal method call.
 PyObject* call_on(PyTypeObject* type, PyObject* descr, PyObject* name, PyObject** args, size_t n) {
+    if (!args[0]) return deleted();
     if (descr && Py_IS_TYPE(args[0], type)) return PyObject_Vectorcall(descr, args, n, nullptr);
     return PyObject_VectorcallMethod(name, args, n, nullptr);
 }
@@ -176,6 +185,10 @@ PyObject* ssl_write(PyTLS* t, PyObject* data) {
 
 // MemoryBIO.pending, or -1 with an error set.
 Py_ssize_t bio_pending(PyObject* bio) {
+    if (!bio) {
+        deleted();
+        return -1;
+    }
     PyObject* v = g.bio_pending && Py_IS_TYPE(bio, g.bio_type)
                       ? g.bio_pending->get(bio, g.bio_pending->closure)
                       : PyObject_GetAttr(bio, str_pending);
@@ -632,7 +645,25 @@ PyObject* do_read(PyTLS* t) {
 
 // --- methods --------------------------------------------------------------------------------
 
+// The stdlib's __init__ sets every attribute the C paths read; a method called on an
+// object it has not initialised raises AttributeError, as the stdlib's would.
+bool unready(PyObject* self) {
+    PyTLS* t = as_tls(self);
+    const char* name = !t->state          ? "_state"
+                       : !t->sslobj        ? "_sslobj"
+                       : !t->incoming      ? "_incoming"
+                       : !t->outgoing      ? "_outgoing"
+                       : !t->transport     ? "_transport"
+                       : !t->write_backlog ? "_write_backlog"
+                                           : nullptr;
+    if (!name) return false;
+    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(self)->tp_name,
+                 name);
+    return true;
+}
+
 PyObject* m_get_buffer(PyObject* self, PyObject* arg) {
+    if (unready(self)) return nullptr;
     PyTLS* t = as_tls(self);
     Py_ssize_t want = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
     if (want == -1 && PyErr_Occurred()) return nullptr;
@@ -663,6 +694,7 @@ PyObject* m_get_buffer(PyObject* self, PyObject* arg) {
 }
 
 PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
+    if (unready(self)) return nullptr;
     PyTLS* t = as_tls(self);
     Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred()) return nullptr;
@@ -691,29 +723,37 @@ PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
     Py_RETURN_NONE;
 }
 
-PyObject* m_do_read(PyObject* self, PyObject*) { return do_read(as_tls(self)); }
+PyObject* m_do_read(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
+    return do_read(as_tls(self));
+}
 
 PyObject* m_do_write(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
     if (do_write(as_tls(self)) < 0) return nullptr;
     Py_RETURN_NONE;
 }
 
 PyObject* m_process_outgoing(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
     if (process_outgoing(as_tls(self)) < 0) return nullptr;
     Py_RETURN_NONE;
 }
 
 PyObject* m_control_app_writing(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
     if (control_app_writing(as_tls(self)) < 0) return nullptr;
     Py_RETURN_NONE;
 }
 
 PyObject* m_control_ssl_reading(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
     if (control_ssl_reading(as_tls(self)) < 0) return nullptr;
     Py_RETURN_NONE;
 }
 
 PyObject* m_get_write_buffer_size(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
     PyTLS* t = as_tls(self);
     Py_ssize_t pending = bio_pending(t->outgoing);
     if (pending < 0) return nullptr;
@@ -721,12 +761,14 @@ PyObject* m_get_write_buffer_size(PyObject* self, PyObject*) {
 }
 
 PyObject* m_get_read_buffer_size(PyObject* self, PyObject*) {
+    if (unready(self)) return nullptr;
     Py_ssize_t pending = bio_pending(as_tls(self)->incoming);
     if (pending < 0) return nullptr;
     return PyLong_FromSsize_t(pending);
 }
 
 PyObject* m_write_appdata(PyObject* self, PyObject* list_of_data) {
+    if (unready(self)) return nullptr;
     if (PyTuple_CheckExact(list_of_data))
         return write_appdata(as_tls(self), &PyTuple_GET_ITEM(list_of_data, 0),
                              PyTuple_GET_SIZE(list_of_data), list_of_data);
@@ -761,7 +803,7 @@ PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
     if (!proto) return nullptr;
     PyObject* r;
     if (PyObject_TypeCheck(proto, g_type)) {
-        r = write_appdata(as_tls(proto), &data, 1, nullptr);
+        r = unready(proto) ? nullptr : write_appdata(as_tls(proto), &data, 1, nullptr);
     } else {
         PyObject* tup = PyTuple_Pack(1, data);
         r = tup ? call1(proto, str_write_appdata, tup) : nullptr;

@@ -785,3 +785,24 @@ def test_tls_buffered_protocol_sees_close_notify(loop):
             assert pr.exc is None
     finally:
         close_server(loop, server)
+
+
+def test_tls_protocol_methods_on_an_uninitialised_object_raise(loop):
+    # The per-record methods of the loop's SSL protocol class (C in cxxloop) raise
+    # AttributeError, never crash, on an object whose __init__ did not run.
+    server = tls_server(loop, EchoProtocol)
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        cls = type(tr._ssl_protocol)
+        tr.close()
+        run_until(loop, lambda: pr.lost)
+    finally:
+        close_server(loop, server)
+    bare = cls.__new__(cls)
+    for name, args in [("_do_read", ()), ("buffer_updated", (1,)), ("_process_outgoing", ()),
+                       ("_write_appdata", ((b"x",),)), ("_do_write", ()),
+                       ("_control_app_writing", ()), ("_control_ssl_reading", ()),
+                       ("_get_write_buffer_size", ()), ("_get_read_buffer_size", ())]:
+        with pytest.raises(AttributeError):
+            getattr(bare, name)(*args)
