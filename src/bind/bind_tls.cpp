@@ -7,7 +7,8 @@
 // per-record methods, with the same names and the same effects:
 //
 //   get_buffer / buffer_updated      the socket transport's reads -> incoming BIO
-//   _do_read (copied app protocols)  SSLObject.read -> app_protocol.data_received
+//   _do_read                         SSLObject.read -> the app's data_received, or
+//                                    its get_buffer() memory and buffer_updated
 //   _write_appdata / _do_write       app writes -> SSLObject.write
 //   _process_outgoing                outgoing BIO -> transport.write
 //   _control_app_writing / _control_ssl_reading   the water-mark checks
@@ -628,7 +629,6 @@ int do_read_buffered(PyTLS* t) {
 }
 
 int do_read_body(PyTLS* t) {
-    PyObject* self = reinterpret_cast<PyObject*>(t);
     if (!t->app_reading_paused) {
         int rc = t->app_is_buffer ? do_read_buffered(t) : do_read_copied(t);
         if (rc < 0) return -1;
