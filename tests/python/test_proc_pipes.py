@@ -5,6 +5,7 @@ import errno
 import gc
 import os
 import socket
+import threading
 import tty
 import warnings
 
@@ -594,6 +595,32 @@ def test_read_pipe_on_pty(loop, fds):
     assert isinstance(exc, OSError) and exc.errno == errno.EIO
     assert pr.kinds() == ["made", "data", "lost"]
     assert mfile.closed
+
+
+def test_read_pipe_on_pty_bulk(loop, fds):
+    # More than a PTY's buffer holds, written by a thread that blocks whenever it is
+    # full: a character device is read through the same path, every byte in order.
+    master, slave = os.openpty()
+    fds += [master, slave]
+    tty.setraw(slave)
+    payload = os.urandom(300 * 1024)
+    tr, pr = connect_read(loop, own(fds, master, "rb"))
+
+    def writer():
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(slave, view[:16384]):]
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        run_until(loop, lambda: len(pr.data()) >= len(payload), timeout=20)
+    finally:
+        th.join()
+    assert pr.data() == payload
+    assert all(type(e[1]) is bytes for e in pr.events if e[0] == "data")
+    tr.close()
+    loop.run_until_complete(pr.lost)
 
 
 def test_write_pipe_on_pty(loop, fds):

@@ -335,6 +335,66 @@ def test_preexec_fn(loop):
         os.close(w)
 
 
+def test_preexec_fn_with_pipes(loop):
+    # preexec_fn together with PIPE stdio: the pipes are connected and the Process
+    # API works as without it; the preexec_fn ran in the child (its own group).
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-I", "-c",
+            "import os, sys; data = sys.stdin.buffer.read();"
+            "sys.stdout.buffer.write(b'%d %d ' % (os.getpid(), os.getpgid(0)) + data)",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=os.setpgrp)
+        out, _ = await proc.communicate(b"through the pipes")
+        return proc.pid, out, proc.returncode
+
+    pid, out, rc = run(loop, main(), timeout=20)
+    assert rc == 0
+    child_pid, pgid, rest = out.split(b" ", 2)
+    assert int(child_pid) == pid and int(pgid) == pid
+    assert rest == b"through the pipes"
+
+
+def test_child_on_pty(loop):
+    # A child whose stdio is a PTY's slave, its output read from the master through
+    # connect_read_pipe (what a terminal emulator or `script` does): the output
+    # arrives, and once the child exits the master ends with EIO, as asyncio reports
+    # a hung-up PTY (connection_lost(OSError(EIO)), no eof_received).
+    import errno
+    master, slave = os.openpty()
+    lost = loop.create_future()
+    got = bytearray()
+    calls = []
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            got.extend(data)
+
+        def eof_received(self):
+            calls.append("eof")
+
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    async def main():
+        mfile = open(master, "rb", buffering=0)
+        tr, _ = await loop.connect_read_pipe(Reader, mfile)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                SH, "-c", "test -t 0 && test -t 1 && echo on a tty; exit 3",
+                stdin=slave, stdout=slave, stderr=slave)
+        finally:
+            os.close(slave)
+        rc = await proc.wait()
+        exc = await asyncio.wait_for(lost, 10)
+        return rc, exc
+
+    rc, exc = run(loop, main(), timeout=20)
+    assert rc == 3
+    assert b"on a tty" in bytes(got)
+    assert isinstance(exc, OSError) and exc.errno == errno.EIO
+    assert calls == []
+
+
 def test_preexec_fn_raising(loop):
     def boom():
         raise ValueError("in the child")
