@@ -23,6 +23,7 @@ the stock loop would.
 """
 
 import contextlib
+import fcntl
 import os
 import threading
 
@@ -76,6 +77,9 @@ async def make_subprocess_transport(loop, protocol, args, shell, stdin, stdout, 
         loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
         waiter=waiter, extra=extra, **kwargs)
     _watch(loop, transport)
+    # The pipe transports are made by a task the transport has just scheduled: the
+    # pipes are grown before it runs.
+    _grow_pipes(transport._proc)
     try:
         await waiter
     except (SystemExit, KeyboardInterrupt):
@@ -87,6 +91,30 @@ async def make_subprocess_transport(loop, protocol, args, shell, stdin, stdout, 
         await transport._wait()
         raise
     return transport
+
+
+# The capacity given to a child's stdin and stdout pipes (Linux), where the system's
+# default is 64 KiB. A bulk transfer through a child then moves 128 KiB per read,
+# write and wake-up rather than 64 KiB: coreutils' own I/O size, and no more than the
+# 128 KiB past which asyncio's StreamReader pauses reading, so one chunk never pauses
+# it, and each chunk stays small enough to be recycled by malloc rather than mapped.
+_PIPE_SIZE = 128 * 1024
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", None)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", None)
+
+
+def _grow_pipes(popen):
+    if _F_SETPIPE_SZ is None:
+        return
+    for f in (popen.stdin, popen.stdout):
+        if f is None:
+            continue
+        try:
+            fd = f.fileno()
+            if fcntl.fcntl(fd, _F_GETPIPE_SZ) < _PIPE_SIZE:  # Never shrink it.
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        except (OSError, ValueError):
+            pass  # Not a pipe (AIX's socketpair), or the user's pipe quota is spent.
 
 
 def _watch(loop, transport):

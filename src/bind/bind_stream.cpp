@@ -16,6 +16,8 @@
 //
 // Pipe transports (python/cxxloop/_pipes.py, StreamCore(..., pipe="read"|"write"))
 // differ from socket ones where asyncio's Unix pipe transports do; see PipeMode.
+#include <fcntl.h>
+
 #include <cstring>
 #include <new>
 #include <optional>
@@ -46,6 +48,26 @@ char g_scratch[kMaxSize];
 constexpr size_t kLargeRead = 64 * 1024;
 PyObject* g_last_large;
 
+// A read pipe whose last read brought at least this much reads straight into a new
+// bytes object of the pipe's capacity (one copy less: the kernel's), shrunk in place
+// to what came; smaller reads go through g_scratch and are copied out.
+constexpr Py_ssize_t kDirectReadMin = 16 * 1024;
+// Every this many full reads a read pipe asks for its capacity again (F_SETPIPE_SZ
+// by the writer), so that it reads what asyncio's max_size read would.
+constexpr unsigned kCapacityCheckEvery = 32;
+
+// How much one read of a pipe can bring: its capacity, capped at kMaxSize; `other`
+// for an fd that is not a pipe (or where the capacity cannot be asked).
+Py_ssize_t pipe_read_size(int fd, Py_ssize_t other) noexcept {
+#ifdef F_GETPIPE_SZ
+    int cap = ::fcntl(fd, F_GETPIPE_SZ);
+    if (cap > 0) return cap < kMaxSize ? Py_ssize_t(cap) : kMaxSize;
+#else
+    (void)fd;
+#endif
+    return other;
+}
+
 PyObject* str_data_received;
 PyObject* str_get_buffer;
 PyObject* str_buffer_updated;
@@ -71,6 +93,7 @@ public:
     }
     ~Core() override {
         stream.reset();  // Unwatches and releases queued chunks (the GIL is held).
+        Py_CLEAR(rbuf_);
         Py_CLEAR(protocol_);
         Py_CLEAR(empty_waiter);
         Py_CLEAR(transport_);
@@ -84,7 +107,17 @@ public:
             return {};
         }
         if (conn_lost || !protocol_) return {};
-        if (!buffered_) return {g_scratch, size_t(kMaxSize)};
+        if (!buffered_) {
+            if (direct_next_) {
+                if (!rbuf_) {
+                    if (size_t(direct_size) >= kLargeRead) Py_CLEAR(g_last_large);
+                    rbuf_ = PyBytes_FromStringAndSize(nullptr, direct_size);
+                }
+                if (rbuf_) return {PyBytes_AS_STRING(rbuf_), size_t(PyBytes_GET_SIZE(rbuf_))};
+                PyErr_Clear();  // No memory for it: the scratch buffer does.
+            }
+            return {g_scratch, size_t(kMaxSize)};
+        }
         PyObject* arg = PyLong_FromLong(-1);
         PyObject* buf = arg ? call_protocol(str_get_buffer, arg) : nullptr;
         Py_XDECREF(arg);
@@ -117,10 +150,24 @@ public:
             else protocol_failed("Fatal error: protocol.buffer_updated() call failed.");
             return;
         }
-        // See g_last_large: its slot is emptied before the allocation it makes room for.
+        // See g_last_large: its slot is emptied before the allocation it makes room for
+        // (for a direct read, in read_buffer()).
         const bool large = n >= kLargeRead;
-        if (large) Py_CLEAR(g_last_large);
-        PyObject* data = PyBytes_FromStringAndSize(g_scratch, Py_ssize_t(n));
+        PyObject* data;
+        if (rbuf_) {
+            data = rbuf_;  // Read into directly; shrunk in place (realloc) if not full.
+            rbuf_ = nullptr;
+            if (Py_ssize_t(n) < PyBytes_GET_SIZE(data)) _PyBytes_Resize(&data, Py_ssize_t(n));
+        } else {
+            if (large) Py_CLEAR(g_last_large);
+            data = PyBytes_FromStringAndSize(g_scratch, Py_ssize_t(n));
+        }
+        if (direct_size) {
+            direct_next_ = Py_ssize_t(n) >= kDirectReadMin;
+            // The pipe came full: now and then, see whether its capacity changed.
+            if (Py_ssize_t(n) >= direct_size && ++full_reads_ % kCapacityCheckEvery == 0)
+                direct_size = pipe_read_size(stream->fd(), direct_size);
+        }
         PyObject* r = data ? call_protocol(str_data_received, data) : nullptr;
         if (large && data) Py_XSETREF(g_last_large, Py_NewRef(data));
         Py_XDECREF(data);
@@ -130,11 +177,13 @@ public:
 
     void on_eof() noexcept override {
         release_view();
+        Py_CLEAR(rbuf_);
         call_transport("_eof_received", nullptr);
     }
 
     void on_error(std::error_code ec, bool writing) noexcept override {
         release_view();
+        Py_CLEAR(rbuf_);
         PyObject* exc = make_os_error(ec);
         if (!exc) {
             abort_iteration();
@@ -192,6 +241,7 @@ public:
     // that tie the transport, the protocol and the core together.
     void detach() noexcept {
         release_view();
+        Py_CLEAR(rbuf_);
         if (stream) stream->abort();
         Py_CLEAR(protocol_);
         sync_hold();
@@ -213,6 +263,9 @@ public:
     bool closing = false;  // Mirrors the transport's _closing, for on_drained.
     PipeMode pipe = PipeMode::none;
     PyObject* empty_waiter = nullptr;
+    // A read pipe's capacity (up to kMaxSize): the size of its direct reads; 0 for
+    // anything that is not a pipe (a socket, a PTY), which always reads via g_scratch.
+    Py_ssize_t direct_size = 0;
 
 private:
     PyObject* call_protocol(PyObject* name, PyObject* arg) {
@@ -272,6 +325,9 @@ private:
     Py_buffer view_{};
     bool have_view_ = false;
     bool buffered_ = false;
+    bool direct_next_ = false;  // The last read was big: read the next into rbuf_.
+    unsigned full_reads_ = 0;
+    PyObject* rbuf_ = nullptr;  // The bytes object a direct read goes into.
     bool held_ = false;
     bool abort_ = false;
 };
@@ -570,7 +626,10 @@ PyObject* core_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     if (!self) return nullptr;
     try {
         reinterpret_cast<PyStreamCore*>(self)->core = new Core(self, loop, ev, transport, fd, is_socket);
-        reinterpret_cast<PyStreamCore*>(self)->core->pipe = mode;
+        Core* c = reinterpret_cast<PyStreamCore*>(self)->core;
+        c->pipe = mode;
+        // Only a pipe has a capacity; a read never brings more than that.
+        if (mode == PipeMode::read) c->direct_size = pipe_read_size(fd, 0);
     } catch (...) {
         set_from_cpp_exception();
         Py_DECREF(self);

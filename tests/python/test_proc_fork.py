@@ -310,3 +310,50 @@ def test_multiprocessing_fork_from_running_loop(loop):
 
 def test_multiprocessing_forkserver_from_running_loop(forkserver, loop):
     _multiprocessing_roundtrip(loop, "forkserver")
+
+
+def _pool_task(value, use_cxxloop):
+    # In a pool worker (forked from the test process, or from the forkserver): run a
+    # fresh loop of the parent's kind and return from it.
+    if use_cxxloop:
+        import cxxloop
+        lp = cxxloop.new_event_loop()
+    else:
+        lp = asyncio.new_event_loop()
+    try:
+        return lp.run_until_complete(asyncio.sleep(0.001, (value * 2, type(lp).__module__)))
+    finally:
+        lp.close()
+
+
+def _process_pool_from_running_loop(loop, loop_kind, method):
+    from concurrent.futures import ProcessPoolExecutor
+    ctx = multiprocessing.get_context(method)
+    use_cxx = is_cxx(loop_kind)
+
+    async def main():
+        ex = ProcessPoolExecutor(max_workers=2, mp_context=ctx)
+        try:
+            running = asyncio.get_running_loop()
+            futs = [running.run_in_executor(ex, _pool_task, i, use_cxx) for i in range(6)]
+            return await asyncio.wait_for(asyncio.gather(*futs), 30)
+        finally:
+            ex.shutdown(wait=True)
+
+    results = loop.run_until_complete(main())
+    assert [v for v, _ in results] == [0, 2, 4, 6, 8, 10]
+    if use_cxx:
+        modules = {m for _, m in results}
+        assert all(m.startswith("cxxloop") for m in modules), modules
+    # The parent's loop is unaffected.
+    assert loop.run_until_complete(_exercise_loop()) == "ok"
+
+
+def test_process_pool_fork_from_running_loop(loop, loop_kind):
+    # run_in_executor with a fork-started ProcessPoolExecutor: the workers are forked
+    # while the loop runs, each runs a new loop of the parent's kind.
+    _process_pool_from_running_loop(loop, loop_kind, "fork")
+
+
+def test_process_pool_forkserver_from_running_loop(forkserver, loop, loop_kind):
+    _process_pool_from_running_loop(loop, loop_kind, "forkserver")

@@ -5,6 +5,7 @@ import errno
 import gc
 import os
 import socket
+import threading
 import tty
 import warnings
 
@@ -255,6 +256,106 @@ def test_read_pipe_large_transfer(loop, fds):
     assert wpr.events[-1] == ("lost", None)
 
 
+class Chunks(Proto):
+    """Also keeps every data_received argument itself (not a copy)."""
+
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.chunks = []
+
+    def data_received(self, data):
+        self.chunks.append(data)
+        super().data_received(data)
+
+
+def connect_chunks(loop, fileobj):
+    return loop.run_until_complete(loop.connect_read_pipe(lambda: Chunks(loop), fileobj))
+
+
+def test_read_pipe_chunks_are_exact_bytes_and_stay_intact(loop, fds):
+    # Each read hands data_received a bytes object of exactly what was read, whatever
+    # the size (a full pipe, a partial one, a few bytes, after big reads and before),
+    # and a chunk the protocol keeps is never reused or changed by later reads.
+    r, w = make_pipe(fds)
+    tr, pr = connect_chunks(loop, own(fds, r, "rb"))
+    sizes = [65536, 65536, 20000, 5, 65536, 40000, 1, 16384, 16383, 65536, 3]
+    pieces = [os.urandom(n) for n in sizes]
+    for i, piece in enumerate(pieces):
+        os.write(w, piece)  # At most the capacity: never blocks, read as one.
+        run_until(loop, lambda: len(pr.chunks) == i + 1, what=f"chunk {i}")
+        assert type(pr.chunks[i]) is bytes
+        assert len(pr.chunks[i]) == len(piece)
+    assert pr.chunks == pieces  # Compared at the end: nothing was overwritten.
+    close_fd(fds, w)
+    loop.run_until_complete(pr.lost)
+    assert pr.kinds() == ["made", "data", "eof", "lost"]
+
+
+def _set_pipe_size(fd, size):
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("no F_SETPIPE_SZ here")
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except OSError as exc:  # EPERM above /proc/sys/fs/pipe-max-size or the user's quota
+        pytest.skip(f"F_SETPIPE_SZ({size}): {exc}")
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+def test_read_pipe_enlarged_pipe_reads_at_most_max_size(loop, fds):
+    # A pipe holding more than max_size (256 KiB) is read max_size at a time.
+    r, w = make_pipe(fds)
+    cap = _set_pipe_size(w, 1024 * 1024)
+    if cap < 512 * 1024:
+        pytest.skip("cannot make a pipe of 512 KiB or more")
+    payload = os.urandom(cap)
+    assert os.write(w, payload) == cap
+    close_fd(fds, w)
+    tr, pr = connect_chunks(loop, own(fds, r, "rb"))
+    loop.run_until_complete(pr.lost)
+    assert pr.data() == payload
+    assert [len(c) for c in pr.chunks] == [256 * 1024] * (cap // (256 * 1024))
+    assert pr.kinds() == ["made", "data", "eof", "lost"]
+
+
+def test_read_pipe_capacity_changed_after_connect(loop, fds):
+    # The writer enlarges the pipe once the transport reads it, then shrinks it:
+    # every byte still arrives, in order, in chunks of at most max_size.
+    r, w = make_pipe(fds)
+    tr, pr = connect_chunks(loop, own(fds, r, "rb"))
+    first = os.urandom(65536)
+    os.write(w, first)
+    run_until(loop, lambda: pr.data() == first)
+    cap = _set_pipe_size(w, 1024 * 1024)
+    payload = os.urandom(cap)
+    os.write(w, payload)
+    run_until(loop, lambda: len(pr.data()) == len(first) + cap)
+    _set_pipe_size(w, 4096)
+    last = os.urandom(4096)
+    os.write(w, last)
+    close_fd(fds, w)
+    loop.run_until_complete(pr.lost)
+    assert pr.data() == first + payload + last
+    assert all(type(c) is bytes and 0 < len(c) <= 256 * 1024 for c in pr.chunks)
+
+
+def test_pipe_transports_leave_capacity_alone(loop, fds):
+    # Only a child's stdio pipes are grown (test_proc_subprocess); a pipe the program
+    # connects keeps the capacity it has.
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no F_GETPIPE_SZ here")
+    r, w = make_pipe(fds)
+    before = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+    rtr, rpr = connect_read(loop, own(fds, r, "rb"))
+    wtr, wpr = connect_write(loop, own(fds, w, "wb"))
+    wtr.write(b"x" * 100000)
+    run_until(loop, lambda: len(rpr.data()) == 100000)
+    assert fcntl.fcntl(rtr.get_extra_info("pipe").fileno(), fcntl.F_GETPIPE_SZ) == before
+    wtr.close()
+    loop.run_until_complete(asyncio.gather(rpr.lost, wpr.lost))
+
+
 # ---- write pipe transport -----------------------------------------------------
 
 
@@ -494,6 +595,32 @@ def test_read_pipe_on_pty(loop, fds):
     assert isinstance(exc, OSError) and exc.errno == errno.EIO
     assert pr.kinds() == ["made", "data", "lost"]
     assert mfile.closed
+
+
+def test_read_pipe_on_pty_bulk(loop, fds):
+    # More than a PTY's buffer holds, written by a thread that blocks whenever it is
+    # full: a character device is read through the same path, every byte in order.
+    master, slave = os.openpty()
+    fds += [master, slave]
+    tty.setraw(slave)
+    payload = os.urandom(300 * 1024)
+    tr, pr = connect_read(loop, own(fds, master, "rb"))
+
+    def writer():
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(slave, view[:16384]):]
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        run_until(loop, lambda: len(pr.data()) >= len(payload), timeout=20)
+    finally:
+        th.join()
+    assert pr.data() == payload
+    assert all(type(e[1]) is bytes for e in pr.events if e[0] == "data")
+    tr.close()
+    loop.run_until_complete(pr.lost)
 
 
 def test_write_pipe_on_pty(loop, fds):

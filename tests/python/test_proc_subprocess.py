@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import run_briefly
+from conftest import is_cxx, run_briefly
 
 pytestmark = pytest.mark.cxxloop_pending("process")
 
@@ -335,6 +335,66 @@ def test_preexec_fn(loop):
         os.close(w)
 
 
+def test_preexec_fn_with_pipes(loop):
+    # preexec_fn together with PIPE stdio: the pipes are connected and the Process
+    # API works as without it; the preexec_fn ran in the child (its own group).
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-I", "-c",
+            "import os, sys; data = sys.stdin.buffer.read();"
+            "sys.stdout.buffer.write(b'%d %d ' % (os.getpid(), os.getpgid(0)) + data)",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=os.setpgrp)
+        out, _ = await proc.communicate(b"through the pipes")
+        return proc.pid, out, proc.returncode
+
+    pid, out, rc = run(loop, main(), timeout=20)
+    assert rc == 0
+    child_pid, pgid, rest = out.split(b" ", 2)
+    assert int(child_pid) == pid and int(pgid) == pid
+    assert rest == b"through the pipes"
+
+
+def test_child_on_pty(loop):
+    # A child whose stdio is a PTY's slave, its output read from the master through
+    # connect_read_pipe (what a terminal emulator or `script` does): the output
+    # arrives, and once the child exits the master ends with EIO, as asyncio reports
+    # a hung-up PTY (connection_lost(OSError(EIO)), no eof_received).
+    import errno
+    master, slave = os.openpty()
+    lost = loop.create_future()
+    got = bytearray()
+    calls = []
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            got.extend(data)
+
+        def eof_received(self):
+            calls.append("eof")
+
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    async def main():
+        mfile = open(master, "rb", buffering=0)
+        tr, _ = await loop.connect_read_pipe(Reader, mfile)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                SH, "-c", "test -t 0 && test -t 1 && echo on a tty; exit 3",
+                stdin=slave, stdout=slave, stderr=slave)
+        finally:
+            os.close(slave)
+        rc = await proc.wait()
+        exc = await asyncio.wait_for(lost, 10)
+        return rc, exc
+
+    rc, exc = run(loop, main(), timeout=20)
+    assert rc == 3
+    assert b"on a tty" in bytes(got)
+    assert isinstance(exc, OSError) and exc.errno == errno.EIO
+    assert calls == []
+
+
 def test_preexec_fn_raising(loop):
     def boom():
         raise ValueError("in the child")
@@ -569,3 +629,102 @@ def test_write_to_stdin_of_child_that_exits_midway(loop):
         return await proc.wait()
 
     assert run(loop, main(), timeout=20) == 0
+
+
+def test_streaming_through_cat_with_drain(loop):
+    # The pipe_cat benchmark's pattern at a testable size: one task writes chunks
+    # with drain(), another reads fixed-size blocks until EOF; every byte arrives in
+    # order and the Process streams end as asyncio's do.
+    chunk = os.urandom(256 * 1024 + 11)
+    count = 24
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        async def write():
+            for _ in range(count):
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+            proc.stdin.close()
+            await proc.stdin.wait_closed()
+
+        async def read():
+            got = []
+            while True:
+                data = await proc.stdout.read(1024 * 1024)
+                if not data:
+                    return b"".join(got)
+                assert type(data) is bytes
+                got.append(data)
+
+        _, out = await asyncio.gather(write(), read())
+        return out, await proc.wait()
+
+    out, rc = run(loop, main(), timeout=30)
+    assert rc == 0
+    assert len(out) == len(chunk) * count
+    assert out == chunk * count
+
+
+_CAPACITIES = ("import fcntl, os, sys\n"
+               "print(*(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in map(int, sys.argv[1:])))\n")
+
+
+def _default_pipe_size():
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no F_GETPIPE_SZ here")
+    r, w = os.pipe()
+    try:
+        return fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_child_stdio_pipe_capacity(loop, loop_kind):
+    # cxxloop gives a child's stdin and stdout pipes 128 KiB (README, deliberate
+    # differences); asyncio leaves the system's default. stderr keeps the default.
+    default = _default_pipe_size()
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-I", "-c", _CAPACITIES + "sys.stdout.flush(); sys.stdin.read()",
+            "0", "1", "2",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = await proc.stdout.readline()
+        proc.stdin.close()
+        await proc.wait()
+        return [int(x) for x in line.split()]
+
+    stdin_size, stdout_size, stderr_size = run(loop, main(), timeout=20)
+    if is_cxx(loop_kind):
+        assert (stdin_size, stdout_size) == (max(default, 128 * 1024),) * 2
+    else:
+        assert (stdin_size, stdout_size) == (default, default)
+    assert stderr_size == default
+
+
+def test_child_stdio_given_pipes_keep_their_capacity(loop):
+    # Pipes the program passes as stdin/stdout (fds it made) are left as they are.
+    default = _default_pipe_size()
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        async def main():
+            proc = await asyncio.create_subprocess_exec(
+                PY, "-I", "-c", _CAPACITIES, "0", "1", stdin=r, stdout=w2)
+            return await proc.wait()
+
+        assert run(loop, main(), timeout=20) == 0
+        os.close(w2)
+        w2 = None
+        out = b""
+        while chunk := os.read(r2, 4096):
+            out += chunk
+        assert [int(x) for x in out.split()] == [default, default]
+    finally:
+        for fd in (r, w, r2, w2):
+            if fd is not None:
+                os.close(fd)
