@@ -351,8 +351,12 @@ TEST_P(LoopTest, CancelledReaderIsUnregisteredNotRun) {
 TEST_P(LoopTest, WatchRoutesReadinessToTheHandler) {
     auto [a, b] = socket_pair();
     Recorder rec;
+    EXPECT_EQ(loop.handler_of(a.get()), nullptr);
     ASSERT_FALSE(loop.watch(a.get(), &rec, kReadable));
     EXPECT_EQ(loop.fd_count(), 1u);
+    EXPECT_EQ(loop.handler_of(a.get()), &rec);
+    EXPECT_EQ(loop.handler_of(-1), nullptr);
+    EXPECT_EQ(loop.handler_of(b.get() + 1000), nullptr);
     Callback* prev = nullptr;
     Probe p;
     EXPECT_TRUE(loop.add_reader(a.get(), &p, &prev)) << "an fd has a handler or callbacks, not both";
@@ -369,6 +373,7 @@ TEST_P(LoopTest, WatchRoutesReadinessToTheHandler) {
     EXPECT_EQ(rec.seen[0], std::make_pair(a.get(), uint32_t(kWritable)));
     ASSERT_FALSE(loop.unwatch(a.get()));
     EXPECT_EQ(loop.fd_count(), 0u);
+    EXPECT_EQ(loop.handler_of(a.get()), nullptr);
     rec.seen.clear();
     Probe tick;
     loop.call_soon(&tick);
@@ -421,6 +426,59 @@ TEST_P(LoopTest, UnwatchDropsAQueuedReport) {
     ASSERT_TRUE(loop.run_once());
     EXPECT_EQ(log, (std::vector<std::string>{"unwatch"}));
     EXPECT_EQ(h.refs, 0);
+}
+
+// A handler that hands its fd over when asked, registering a reader of its own first
+// (as the binding's sock_* waits do when add_reader()/add_writer() claims their fd).
+struct YieldingHandler : Recorder {
+    EventLoop* loop = nullptr;
+    Callback* own_reader = nullptr;
+    int asked = 0;
+    bool yield_fd(int fd) noexcept override {
+        ++asked;
+        if (!own_reader) return false;
+        EXPECT_FALSE(loop->unwatch(fd));
+        Callback* prev = nullptr;
+        EXPECT_FALSE(loop->add_reader(fd, own_reader, &prev));
+        EXPECT_EQ(prev, nullptr);
+        return true;
+    }
+};
+
+TEST_P(LoopTest, AddCallbackAsksTheWatchingHandlerToYield) {
+    auto [a, b] = socket_pair();
+    YieldingHandler h;
+    h.loop = &loop;
+    ASSERT_FALSE(loop.watch(a.get(), &h, kReadable));
+    Probe writer;
+    Callback* prev = nullptr;
+    // By default a handler keeps its fd.
+    EXPECT_EQ(loop.add_writer(a.get(), &writer, &prev), std::errc::device_or_resource_busy);
+    EXPECT_EQ(h.asked, 1);
+    EXPECT_EQ(writer.refs, 0);
+    // A yielding handler's own reader stays next to the new writer...
+    Probe own;
+    h.own_reader = &own;
+    ASSERT_FALSE(loop.add_writer(a.get(), &writer, &prev));
+    EXPECT_EQ(prev, nullptr);
+    EXPECT_EQ(loop.handler_of(a.get()), nullptr);
+    EXPECT_EQ(loop.reader_of(a.get()), &own);
+    EXPECT_EQ(loop.writer_of(a.get()), &writer);
+    EXPECT_EQ(loop.fd_count(), 1u);
+    EXPECT_TRUE(run_until([&] { return writer.runs > 0; }));
+    put_byte(b.get());
+    EXPECT_TRUE(run_until([&] { return own.runs > 0; }));
+    EXPECT_TRUE(h.seen.empty());
+    EXPECT_TRUE(loop.watch(a.get(), &h, kReadable)) << "no handler while callbacks exist";
+    Callback* r = loop.remove_writer(a.get());
+    EXPECT_EQ(r, &writer);
+    r->release(r);
+    r = loop.remove_reader(a.get());
+    EXPECT_EQ(r, &own);
+    r->release(r);
+    EXPECT_EQ(own.refs, 0);
+    EXPECT_EQ(writer.refs, 0);
+    EXPECT_EQ(loop.fd_count(), 0u);
 }
 
 TEST_P(LoopTest, HandlerReturningFalseAbortsTheIteration) {
