@@ -11,6 +11,7 @@ selector-loop code on this engine (see _install below).
 """
 
 import asyncio
+import functools
 import os
 import selectors
 import socket
@@ -470,6 +471,36 @@ def _install(target, source, names):
 
 _install(_SelectorLoopParts, selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)
 _install(_UnixLoopParts, unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
+
+
+# sock_recv, sock_recv_into and sock_sendall are C (src/bind/bind_sock.cpp): each call
+# returns a coroutine object made in C that tries the syscall at once and otherwise
+# waits through the engine's fd watch, without a Python frame, Handle or done
+# callback. Calls it cannot serve exactly as asyncio would (a socket subclass, a
+# blocking socket, debug mode, keyword arguments, an overridden create_future) get
+# asyncio's own coroutine, kept here under _stock_<name>.
+_NATIVE_SOCK = ("sock_recv", "sock_recv_into", "sock_sendall")
+
+
+def _sock_wait_stock(self, name, fd, fut, sock, arg, pos):
+    """Waits as asyncio's sock_* do, for a native call whose fd the engine cannot
+    route to it (add_reader()/add_writer() callbacks are registered on it)."""
+    if name == "sock_sendall":
+        handle = self._add_writer(fd, self._sock_sendall, fut, sock, memoryview(arg), [pos])
+        fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
+    else:
+        callback = self._sock_recv if name == "sock_recv" else self._sock_recv_into
+        handle = self._add_reader(fd, callback, fut, sock, arg)
+        fut.add_done_callback(functools.partial(self._sock_read_done, fd, handle=handle))
+
+
+_stock_sock = {name: selector_events.BaseSelectorEventLoop.__dict__[name] for name in _NATIVE_SOCK}
+for _name, _func in _stock_sock.items():
+    setattr(_LoopBase, "_stock_" + _name, _func)
+for _name, _method in _core._sock_methods(_core.Loop, _stock_sock).items():
+    setattr(_LoopBase, _name, _method)
+_LoopBase._sock_wait_stock = _sock_wait_stock
+del _name, _func, _method
 
 
 # asyncio's EventLoop is its SelectorEventLoop on Unix; ours are one class too.

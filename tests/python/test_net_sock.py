@@ -2,10 +2,14 @@
 sock_sendall, sock_sendto, sock_connect, sock_accept, sock_sendfile."""
 
 import asyncio
+import collections.abc
+import errno
+import gc
 import io
 import select
 import socket
 import ssl
+import sys
 
 import pytest
 
@@ -173,6 +177,349 @@ def test_sock_recv_after_peer_reset(loop, tcp_pair):
         a.close()
         with pytest.raises(ConnectionResetError):
             await t
+
+    run(loop, main())
+
+
+def test_sock_recv_into_after_peer_reset(loop, tcp_pair):
+    a, b = tcp_pair
+    import struct
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv_into(b, bytearray(10)))
+        await asyncio.sleep(0.01)
+        a.close()
+        with pytest.raises(ConnectionResetError):
+            await t
+
+    run(loop, main())
+
+
+def test_sock_sendall_to_reset_peer(loop, tcp_pair):
+    a, b = tcp_pair
+    import struct
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_sendall(b, payload(16 * 1024 * 1024)))
+        await asyncio.sleep(0.01)
+        assert not t.done()  # waiting for the peer, which does not read
+        a.close()
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            await t
+
+    run(loop, main())
+
+
+# --------------------------------------------------------------------------
+# sock_recv / sock_recv_into / sock_sendall: what they return, and the edges
+
+
+def test_sock_calls_are_coroutines(loop, pair):
+    a, b = pair
+
+    async def main():
+        c = loop.sock_recv(b, 10)
+        assert asyncio.iscoroutine(c)
+        assert isinstance(c, collections.abc.Coroutine)
+        t = loop.create_task(c)
+        await asyncio.sleep(0)
+        a.send(b"1")
+        assert await t == b"1"
+        f = asyncio.ensure_future(loop.sock_recv(b, 10))
+        a.send(b"2")
+        assert await f == b"2"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(b, 10), 0.01)
+        assert await asyncio.gather(loop.sock_recv(b, 10), loop.sock_sendall(a, b"3")) == [b"3", None]
+        buf = bytearray(4)
+        r = await asyncio.gather(loop.sock_recv_into(b, buf), loop.sock_sendall(a, b"4"))
+        assert r == [1, None] and buf[:1] == b"4"
+        t = asyncio.ensure_future(loop.sock_recv(b, 1))
+        await asyncio.sleep(0)
+        assert "sock_recv()" in repr(t)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    run(loop, main())
+
+
+def test_sock_call_coroutine_protocol_by_hand(loop, pair):
+    a, b = pair
+    a.send(b"xy")
+    c = loop.sock_recv(b, 10)
+    with pytest.raises(StopIteration) as e:
+        c.send(None)
+    assert e.value.value == b"xy"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        c.send(None)
+    c = loop.sock_sendall(a, b"z")
+    with pytest.raises(TypeError, match="can't send non-None value to a just-started coroutine"):
+        c.send(1)
+    c.close()
+    c = loop.sock_recv_into(b, bytearray(1))
+    with pytest.raises(ZeroDivisionError):
+        c.throw(ZeroDivisionError())
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        c.send(None)
+    with pytest.raises(BlockingIOError):
+        b.recv(10)  # neither the closed nor the thrown-into call ran
+
+
+def test_sock_call_bad_arguments(loop, pair):
+    a, b = pair
+
+    async def main():
+        with pytest.raises(ValueError, match="negative buffersize in recv"):
+            await loop.sock_recv(b, -1)
+        with pytest.raises(TypeError):
+            await loop.sock_recv(b, 1.5)
+        with pytest.raises(TypeError):
+            await loop.sock_recv_into(b, b"immutable")
+        with pytest.raises(TypeError):
+            await loop.sock_sendall(a, "text")
+        with pytest.raises(TypeError):
+            loop.sock_recv(b)
+        # Keywords, as asyncio's methods take them.
+        await loop.sock_sendall(sock=a, data=b"kw")
+        assert await loop.sock_recv(sock=b, n=10) == b"kw"
+
+    run(loop, main())
+
+
+def test_sock_recv_on_blocking_socket_outside_debug_mode(loop, pair):
+    # asyncio checks the blocking mode only in debug mode; otherwise it just calls
+    # the socket's methods, which do not block when data is there.
+    a, b = pair
+    a.setblocking(True)
+    b.setblocking(True)
+
+    async def main():
+        await loop.sock_sendall(a, b"blocking")
+        assert await loop.sock_recv(b, 100) == b"blocking"
+        await loop.sock_sendall(a, b"again")
+        buf = bytearray(10)
+        assert await loop.sock_recv_into(b, buf) == 5
+
+    run(loop, main())
+
+
+def test_sock_socket_subclass_methods_are_used(loop, pair):
+    a, b = pair
+    calls = []
+
+    class Sock(socket.socket):
+        def recv(self, n, *args):
+            calls.append(("recv", n))
+            return super().recv(n, *args)
+
+        def send(self, data, *args):
+            calls.append(("send", len(data)))
+            return super().send(data, *args)
+
+    s = Sock(fileno=b.detach())
+    s.setblocking(False)
+
+    async def main():
+        await loop.sock_sendall(s, b"abc")
+        assert a.recv(10) == b"abc"
+        a.send(b"def")
+        assert await loop.sock_recv(s, 10) == b"def"
+
+    try:
+        run(loop, main())
+    finally:
+        s.close()
+    assert calls == [("send", 3), ("recv", 10)]
+
+
+def test_sock_recv_cancelled_before_it_starts(loop, pair):
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        a.send(b"kept")
+        assert await loop.sock_recv(b, 100) == b"kept"
+
+    run(loop, main())
+
+
+def test_sock_recv_cancelled_after_data_arrived(loop, pair):
+    # The read runs in the ready phase; a cancel landing before the task resumes
+    # wins, and the data read is dropped with the result -- as in asyncio.
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        a.send(b"lost")
+        loop.call_later(0, t.cancel)  # timers run after the I/O callbacks
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        with pytest.raises(BlockingIOError):
+            b.recv(100)
+
+    run(loop, main())
+
+
+def test_sock_recv_socket_closed_while_waiting(loop, loop_kind):
+    if loop_kind in ("cxxloop-select", "cxxloop-pyselector"):
+        pytest.skip("select() fails on a closed fd it watches (asyncio's SelectSelector too)")
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0.01)
+        b.close()
+        # epoll forgets a closed fd (the call waits on); poll reports it (EBADF).
+        await asyncio.sleep(0.02)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+        except OSError as exc:
+            assert exc.errno == errno.EBADF
+        # A new socket (likely on the same fd number) works normally.
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        try:
+            t = asyncio.ensure_future(loop.sock_recv(c, 100))
+            await asyncio.sleep(0.01)
+            d.send(b"fresh")
+            assert await t == b"fresh"
+        finally:
+            c.close()
+            d.close()
+
+    try:
+        run(loop, main())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sock_recv_and_sendall_wait_on_one_socket_together(loop, tcp_pair):
+    a, b = tcp_pair
+    data = payload(8 * 1024 * 1024, seed=3)
+
+    async def peer():
+        got = await _recv_n(loop, b, len(data))
+        await loop.sock_sendall(b, b"ack")
+        return got
+
+    async def main():
+        p = asyncio.ensure_future(peer())
+        r = asyncio.ensure_future(loop.sock_recv(a, 10))  # waits on a for reading
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, data)  # waits on a for writing meanwhile
+        assert await r == b"ack"
+        assert await p == data
+
+    run(loop, main())
+
+
+def test_sock_second_recv_replaces_the_first(loop, pair):
+    # asyncio's add_reader replaces the first call's Handle: the second call gets
+    # the data and the first waits until cancelled.
+    a, b = pair
+
+    async def main():
+        t1 = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        t2 = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        a.send(b"data")
+        assert await t2 == b"data"
+        await asyncio.sleep(0.01)
+        assert not t1.done()
+        t1.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t1
+        assert loop.remove_reader(b.fileno()) is False
+
+    run(loop, main())
+
+
+def test_sock_recv_replaces_an_fd_reader(loop, pair):
+    a, b = pair
+    fired = []
+
+    async def main():
+        loop.add_reader(b.fileno(), fired.append, "reader")
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        a.send(b"x")
+        assert await t == b"x"
+        await asyncio.sleep(0)
+        assert loop.remove_reader(b.fileno()) is False
+
+    run(loop, main())
+    assert fired == []
+
+
+def test_fd_writer_added_while_sock_recv_waits(loop, pair):
+    a, b = pair
+    fired = asyncio.Event()
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        loop.add_writer(b.fileno(), fired.set)
+        await asyncio.wait_for(fired.wait(), 5)
+        assert loop.remove_writer(b.fileno()) is True
+        a.send(b"y")
+        assert await t == b"y"
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    run(loop, main())
+
+
+def test_sock_calls_leave_nothing_behind(loop, pair):
+    a, b = pair
+    buf = bytearray(16)
+
+    async def one_round():
+        t = asyncio.ensure_future(loop.sock_recv(b, 16))
+        await asyncio.sleep(0)
+        a.send(b"x")
+        assert await t == b"x"
+        t = asyncio.ensure_future(loop.sock_recv_into(b, buf))
+        await asyncio.sleep(0)
+        a.send(b"y")
+        assert await t == 1
+        await loop.sock_sendall(a, b"z")
+        assert await loop.sock_recv(b, 16) == b"z"
+        t = asyncio.ensure_future(loop.sock_recv(b, 16))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    async def main():
+        for _ in range(20):
+            await one_round()
+        gc.collect()
+        refs = sys.getrefcount(a), sys.getrefcount(b), sys.getrefcount(buf)
+        objects = len(gc.get_objects())
+        for _ in range(300):
+            await one_round()
+        gc.collect()
+        assert (sys.getrefcount(a), sys.getrefcount(b), sys.getrefcount(buf)) == refs
+        assert len(gc.get_objects()) < objects + 100
+        assert loop.remove_reader(b.fileno()) is False
+        assert loop.remove_writer(a.fileno()) is False
 
     run(loop, main())
 
