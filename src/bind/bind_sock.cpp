@@ -75,6 +75,14 @@ const char* const kNames[3] = {"sock_recv", "sock_recv_into", "sock_sendall"};
 
 // Routes one fd's readiness to the op waiting to read and the op waiting to write.
 // Holds a reference to each. Lives while it is watched or a report is queued.
+//
+// Where the poller has one-shot registrations (epoll), the registration is kept when
+// nobody waits and re-armed per wait with EventLoop::watch_once: one epoll_ctl(MOD)
+// per wait instead of asyncio's ADD and DEL. The kernel decides whether it is still
+// registered (MOD fails with ENOENT once a closed fd's number is reused, and the
+// poller then ADDs), never this object. An idle watch gives the fd up to whoever
+// else asks for it (yield_fd). Other pollers watch level-triggered and unwatch when
+// nobody waits, as asyncio does.
 class SockWatch final : public IoHandler {
 public:
     SockWatch(EventLoop* core, int fd) : core_(core), fd_(fd) {}
@@ -95,8 +103,27 @@ public:
 
 private:
     uint32_t interest() const noexcept { return (reader_ ? kReadable : 0) | (writer_ ? kWritable : 0); }
+    // Ops left on a watch that could not be re-armed keep it (they wait in vain, as
+    // asyncio's reader of a closed fd does, until cancelled).
     void maybe_delete() noexcept {
-        if (!live_ && pins_ == 0) delete this;
+        if (!live_ && pins_ == 0 && !reader_ && !writer_) delete this;
+    }
+    // (Re-)arms the registration for `mask` (non-zero).
+    std::error_code arm(uint32_t mask) noexcept {
+        if (once_) {
+            auto ec = core_->watch_once(fd_, this, mask);
+            if (ec != std::errc::not_supported) return ec;
+            once_ = false;
+        }
+        return core_->watch(fd_, this, mask);
+    }
+    // Brings the registration in line with who waits (after a detach or a report).
+    void update() noexcept;
+    void drop() noexcept {
+        if (live_) {
+            core_->unwatch(fd_);
+            live_ = false;
+        }
     }
 
     EventLoop* core_;
@@ -104,7 +131,9 @@ private:
     SockOp* reader_ = nullptr;
     SockOp* writer_ = nullptr;
     int pins_ = 0;
-    bool live_ = false;  // Registered with the core.
+    bool live_ = false;   // Registered with the core.
+    bool once_ = true;    // One-shot registrations (until the poller says ENOTSUP).
+    bool in_io_ = false;  // In on_io(), which updates the registration at its end.
 };
 
 // --- the op ------------------------------------------------------------------------------
@@ -381,16 +410,49 @@ unraisable:
 }
 
 bool SockWatch::on_io(int, uint32_t events) noexcept {
+    if (!reader_ && !writer_) {
+        // Nobody waits: a report armed before a cancellation, or a level-triggered
+        // one (after fork the registrations are re-made that way). Stop watching.
+        ++pins_;
+        drop();
+        io_release();
+        return true;
+    }
     SockOp* r = (events & kReadable) ? reader_ : nullptr;
     SockOp* w = (events & kWritable) ? writer_ : nullptr;
     Py_XINCREF(r);
     Py_XINCREF(w);
+    ++pins_;
+    in_io_ = true;
     bool ok = true;
     if (r) ok = op_ready(r);
     if (ok && w && w->watch == this) ok = op_ready(w);
+    in_io_ = false;
+    update();
     Py_XDECREF(r);
     Py_XDECREF(w);
+    io_release();
     return ok;
+}
+
+void SockWatch::update() noexcept {
+    if (!live_ || in_io_) return;
+    // A Python selector's register()/unregister() run Python code: keep an error in
+    // flight (the caller's) out of their way.
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (uint32_t mask = interest()) {
+        // A one-shot registration is disarmed by a report, and one armed for more
+        // than is waited for now would report in vain: re-arm (level-triggered, this
+        // changes nothing when the interest is the same).
+        // (A failure, e.g. the fd closed meanwhile, leaves the op waiting, as a
+        // closed fd leaves asyncio's reader.)
+        if (arm(mask)) drop();
+    } else if (!once_) {
+        drop();
+    }
+    if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
+    PyErr_Restore(type, value, tb);
 }
 
 void SockWatch::on_loop_closed(int) noexcept {
@@ -415,8 +477,9 @@ std::error_code SockWatch::attach(EventLoop* core, int fd, SockOp* op, bool writ
     SockOp*& slot = write ? w->writer_ : w->reader_;
     SockOp* old = slot;
     uint32_t mask = w->interest() | (write ? kWritable : kReadable);
-    if (mask != w->interest() || fresh) {
-        if (auto ec = core->watch(fd, w, mask)) {
+    // One-shot: every wait re-arms. Level-triggered: only a new interest is a change.
+    if (w->once_ || fresh || mask != w->interest()) {
+        if (auto ec = w->arm(mask)) {
             if (fresh) delete w;
             return ec;
         }
@@ -437,18 +500,10 @@ void SockWatch::detach(SockOp* op) noexcept {
     if (slot != op) return;
     slot = nullptr;
     op->watch = nullptr;
-    ++pins_;  // The op's reference may be the last thing keeping code above alive.
-    // A Python selector's unregister() and the op's release run Python code: keep
-    // an error in flight (the caller's) out of their way.
+    ++pins_;  // The op's reference may be the last thing keeping this alive.
+    update();
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    if (live_) {
-        uint32_t mask = interest();
-        if (mask == 0 || core_->watch(fd_, this, mask)) {
-            core_->unwatch(fd_);
-            live_ = false;
-        }
-    }
     Py_DECREF(op);
     if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
     PyErr_Restore(type, value, tb);

@@ -142,11 +142,28 @@ std::error_code EventLoop::watch(int fd, IoHandler* h, uint32_t interest) {
     if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
     if (fd < 0) return std::make_error_code(std::errc::invalid_argument);
     if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
+    if (IoHandler* other = fds_[fd].handler; other && other != h) {
+        if (!other->yield_fd(fd) || closed_ || fds_[fd].handler)
+            return std::make_error_code(std::errc::device_or_resource_busy);
+    }
+    FdEntry& e = fds_[fd];
+    if (e.reader || e.writer) return std::make_error_code(std::errc::device_or_resource_busy);
+    if (interest == 0) return unwatch(fd);
+    if (auto ec = set_interest(fd, e, interest)) return ec;
+    e.handler = h;
+    return {};
+}
+
+std::error_code EventLoop::watch_once(int fd, IoHandler* h, uint32_t interest) {
+    if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (fd < 0 || interest == 0) return std::make_error_code(std::errc::invalid_argument);
+    if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
     FdEntry& e = fds_[fd];
     if (e.reader || e.writer || (e.handler && e.handler != h))
         return std::make_error_code(std::errc::device_or_resource_busy);
-    if (interest == 0) return unwatch(fd);
-    if (auto ec = set_interest(fd, e, interest)) return ec;
+    if (auto ec = poller_->arm_once(fd, interest)) return ec;
+    if (e.mask == 0) ++nfds_;
+    e.mask = interest;
     e.handler = h;
     return {};
 }

@@ -481,6 +481,77 @@ TEST_P(LoopTest, AddCallbackAsksTheWatchingHandlerToYield) {
     EXPECT_EQ(loop.fd_count(), 0u);
 }
 
+TEST_P(LoopTest, WatchAsksAnotherWatchingHandlerToYield) {
+    auto [a, b] = socket_pair();
+    YieldingHandler first;
+    first.loop = &loop;
+    Recorder second;
+    ASSERT_FALSE(loop.watch(a.get(), &first, kReadable));
+    EXPECT_EQ(loop.watch(a.get(), &second, kReadable), std::errc::device_or_resource_busy);
+    EXPECT_EQ(first.asked, 1);
+    EXPECT_EQ(loop.handler_of(a.get()), &first);
+    ASSERT_FALSE(loop.unwatch(a.get()));
+}
+
+TEST_P(LoopTest, WatchOnceReportsOnceAndReArms) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    auto ec = loop.watch_once(a.get(), &rec, kReadable);
+    if (std::string(GetParam()) != "epoll") {
+        EXPECT_EQ(ec, std::errc::not_supported);
+        EXPECT_EQ(loop.handler_of(a.get()), nullptr);
+        EXPECT_EQ(loop.fd_count(), 0u);
+        return;
+    }
+    ASSERT_FALSE(ec);
+    EXPECT_EQ(loop.fd_count(), 1u);
+    put_byte(b.get());
+    EXPECT_TRUE(run_until([&] { return !rec.seen.empty(); }));
+    EXPECT_EQ(rec.seen.size(), 1u);
+    // Still readable, but disarmed: no second report, and still registered.
+    for (int i = 0; i < 3; ++i) {
+        Probe tick;
+        loop.call_soon(&tick);
+        ASSERT_TRUE(loop.run_once());
+    }
+    EXPECT_EQ(rec.seen.size(), 1u);
+    EXPECT_EQ(loop.handler_of(a.get()), &rec);
+    EXPECT_EQ(loop.fd_count(), 1u);
+    // Re-armed: the data still there is reported again.
+    ASSERT_FALSE(loop.watch_once(a.get(), &rec, kReadable | kWritable));
+    EXPECT_TRUE(run_until([&] { return rec.seen.size() == 2; }));
+    EXPECT_EQ(rec.seen[1].second, uint32_t(kReadable | kWritable));
+    // Level-triggered again through watch().
+    ASSERT_FALSE(loop.watch(a.get(), &rec, kReadable));
+    EXPECT_TRUE(run_until([&] { return rec.seen.size() == 4; }));
+    // Another handler or callbacks are refused.
+    Recorder other;
+    EXPECT_EQ(loop.watch_once(a.get(), &other, kReadable), std::errc::device_or_resource_busy);
+    ASSERT_FALSE(loop.unwatch(a.get()));
+    EXPECT_EQ(loop.fd_count(), 0u);
+}
+
+TEST_P(LoopTest, WatchOnceReAddsAnFdTheKernelDropped) {
+    if (std::string(GetParam()) != "epoll") GTEST_SKIP() << "one-shot registrations are epoll's";
+    Recorder rec;
+    int number;
+    {
+        auto [a, b] = socket_pair();
+        number = a.get();
+        ASSERT_FALSE(loop.watch_once(a.get(), &rec, kReadable));
+        put_byte(b.get());
+        EXPECT_TRUE(run_until([&] { return !rec.seen.empty(); }));
+    }  // Closed while registered (disarmed): the kernel drops it, the loop cannot know.
+    auto [c, d] = socket_pair();
+    if (c.get() != number && d.get() == number) std::swap(c, d);
+    ASSERT_EQ(c.get(), number) << "the fd number is reused";
+    ASSERT_FALSE(loop.watch_once(c.get(), &rec, kReadable));
+    put_byte(d.get());
+    EXPECT_TRUE(run_until([&] { return rec.seen.size() == 2; }));
+    EXPECT_EQ(rec.seen[1].first, number);
+    ASSERT_FALSE(loop.unwatch(c.get()));
+}
+
 TEST_P(LoopTest, HandlerReturningFalseAbortsTheIteration) {
     auto [a, b] = socket_pair();
     CountingHandler h;

@@ -486,6 +486,98 @@ def test_fd_writer_added_while_sock_recv_waits(loop, pair):
     run(loop, main())
 
 
+async def _one_wait(loop, rsock, wsock, data=b"w"):
+    """A sock_recv that has to wait (so the engine watched the fd) and completes."""
+    t = asyncio.ensure_future(loop.sock_recv(rsock, 100))
+    await asyncio.sleep(0)
+    assert not t.done()
+    wsock.send(data)
+    assert await t == data
+
+
+def test_fd_reader_added_after_sock_recv_waited(loop, pair):
+    # Once a call is over the fd is free for add_reader/add_writer, as in asyncio.
+    a, b = pair
+
+    async def main():
+        await _one_wait(loop, b, a)
+        got = loop.create_future()
+        loop.add_reader(b.fileno(), lambda: got.done() or got.set_result(b.recv(100)))
+        a.send(b"r")
+        assert await asyncio.wait_for(got, 5) == b"r"
+        assert loop.remove_reader(b.fileno()) is True
+        await _one_wait(loop, b, a)
+        writable = loop.create_future()
+        loop.add_writer(b.fileno(), lambda: writable.done() or writable.set_result(True))
+        assert await asyncio.wait_for(writable, 5)
+        assert loop.remove_writer(b.fileno()) is True
+        await _one_wait(loop, b, a)
+
+    run(loop, main())
+
+
+def test_fd_number_reused_after_sock_recv_waited(loop):
+    # A socket whose wait completed is closed; sockets made next (likely on the same
+    # fd number) work with sock_recv, add_reader and a transport.
+    async def main():
+        for use in ("sock_recv", "add_reader", "transport"):
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            await _one_wait(loop, b, a)
+            number = b.fileno()
+            a.close()
+            b.close()
+            c, d = socket.socketpair()
+            c.setblocking(False)
+            try:
+                if d.fileno() == number:
+                    c, d = d, c
+                    c.setblocking(False)
+                if use == "sock_recv":
+                    await _one_wait(loop, c, d, b"again")
+                elif use == "add_reader":
+                    got = loop.create_future()
+                    loop.add_reader(c.fileno(), lambda: got.done() or got.set_result(c.recv(100)))
+                    d.send(b"reader")
+                    assert await asyncio.wait_for(got, 5) == b"reader"
+                    assert loop.remove_reader(c.fileno()) is True
+                else:
+                    proto = RecordingProtocol(loop)
+                    tr, _ = await loop.connect_accepted_socket(lambda: proto, c)
+                    d.send(b"transport")
+                    for _ in range(500):
+                        if proto.data:
+                            break
+                        await asyncio.sleep(0.01)
+                    assert proto.data == b"transport"
+                    tr.close()
+                    await asyncio.wait_for(proto.lost_fut, 5)
+            finally:
+                c.close()
+                d.close()
+
+    run(loop, main())
+
+
+def test_sock_recv_cancelled_then_data_arrives(loop, pair):
+    # The cancelled call's registration must not run anything when the data comes.
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        a.send(b"later")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert b.recv(100) == b"later"
+        await _one_wait(loop, b, a)
+
+    run(loop, main())
+
+
 def test_sock_calls_leave_nothing_behind(loop, pair):
     a, b = pair
     buf = bytearray(16)
