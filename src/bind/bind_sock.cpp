@@ -1,4 +1,8 @@
-// bind_sock.cpp: the loop's sock_recv, sock_recv_into and sock_sendall in C.
+// bind_sock.cpp: the loop's sock_* calls that wait for readiness, in C: sock_recv,
+// sock_recv_into, sock_sendall (their syscalls made here), sock_recvfrom,
+// sock_recvfrom_into, sock_sendto and sock_accept (through the socket's own methods,
+// for the socket module's address handling). sock_connect and sock_sendfile stay
+// asyncio's.
 //
 // asyncio's versions are coroutines that try the socket call at once and, when it
 // would block, make a Future, add a reader (or writer) Handle that retries the call,
@@ -7,9 +11,9 @@
 // (send/throw/close/__await__, and am_send for the Task's fast path), so Task,
 // create_task, ensure_future, wait_for and gather take it as they take a coroutine.
 //
-// - Its first step makes the syscall itself (recv/send on the socket's fd, with the
-//   socket module's own error mapping and EINTR handling) and finishes without any
-//   Future when that succeeds.
+// - Its first step makes the call (recv/send on the socket's fd, with the socket
+//   module's own error mapping and EINTR handling; or the socket's method) and
+//   finishes without any Future when that succeeds.
 // - Otherwise it makes a Future and has a SockWatch (one per fd, a core IoHandler,
 //   shared by the fd's reader and writer ops) routed the fd's readiness. The retry
 //   runs where asyncio's reader Handle would run, in the ready phase, and resolves the
@@ -33,7 +37,8 @@
 namespace cxxloop::bind {
 namespace {
 
-enum class Kind : uint8_t { recv, recv_into, sendall };
+enum class Kind : uint8_t { recv, recv_into, sendall, recvfrom, recvfrom_into, sendto, accept };
+constexpr int kKinds = 7;
 
 // sock_recv(sock, n) with n up to this reads straight into a bytes object of n bytes
 // (shrunk to what came); larger n up to the shared buffer's size read there first.
@@ -48,7 +53,7 @@ PyObject* g_future_type = nullptr;      // asyncio.Future
 PyObject* g_base_create_future = nullptr;  // BaseEventLoop.create_future
 PyObject* g_socket_type = nullptr;      // socket.socket
 PyObject* g_csocket_type = nullptr;     // _socket.socket
-PyObject* g_stock[3] = {};              // asyncio's sock_recv, sock_recv_into, sock_sendall
+PyObject* g_stock[kKinds] = {};         // asyncio's own sock_* coroutine functions
 PyTypeObject* g_op_type = nullptr;
 
 PyObject* s_fileno = nullptr;
@@ -56,6 +61,11 @@ PyObject* s_gettimeout = nullptr;
 PyObject* s_recv = nullptr;
 PyObject* s_recv_into = nullptr;
 PyObject* s_send = nullptr;
+PyObject* s_recvfrom = nullptr;
+PyObject* s_recvfrom_into = nullptr;
+PyObject* s_sendto = nullptr;
+PyObject* s_accept = nullptr;
+PyObject* s_setblocking = nullptr;
 PyObject* s_done = nullptr;
 PyObject* s_result = nullptr;
 PyObject* s_set_result = nullptr;
@@ -69,7 +79,8 @@ PyObject* s_ensure = nullptr;
 PyObject* s_wait_stock = nullptr;
 PyObject* g_loop_kwnames = nullptr;  // ("loop",)
 
-const char* const kNames[3] = {"sock_recv", "sock_recv_into", "sock_sendall"};
+const char* const kNames[kKinds] = {"sock_recv",          "sock_recv_into", "sock_sendall", "sock_recvfrom",
+                                     "sock_recvfrom_into", "sock_sendto",    "sock_accept"};
 
 // --- the per-fd watch -----------------------------------------------------------------
 
@@ -145,7 +156,8 @@ struct SockOp {
     bool have_view;
     PyObject* loop;
     PyObject* sock;
-    PyObject* arg;  // n, the buffer, or the data
+    PyObject* arg;   // n, the buffer, or the data (null for accept)
+    PyObject* arg2;  // recvfrom_into: nbytes; sendto: the address (else null)
     PyObject* fut;
     SockWatch* watch;  // Non-null while routed a watch's readiness.
     Py_buffer view;    // sendall: the data, held while waiting (asyncio's memoryview)
@@ -312,13 +324,55 @@ Attempt try_sendall(SockOp* op, PyObject** result) {
     }
 }
 
+// The calls with addresses go through the socket's own methods (their address
+// parsing and formatting are the socket module's); only the wait is native.
+Attempt call_method(PyObject* name, PyObject* const* args, size_t nargs, PyObject** result) {
+    *result = PyObject_VectorcallMethod(name, args, nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    return *result ? Attempt::done : classify_error();
+}
+
+// conn, address = sock.accept(); conn.setblocking(False), as asyncio's _sock_accept.
+Attempt try_accept(SockOp* op, PyObject** result) {
+    Attempt a = call_method(s_accept, &op->sock, 1, result);
+    if (a != Attempt::done) return a;
+    if (!PyTuple_Check(*result) || PyTuple_GET_SIZE(*result) != 2) {  // Not socket.socket's.
+        Py_CLEAR(*result);
+        PyErr_SetString(PyExc_ValueError, "sock.accept() did not return (conn, address)");
+        return Attempt::error;
+    }
+    PyObject* args[2] = {PyTuple_GET_ITEM(*result, 0), Py_False};
+    PyObject* r = PyObject_VectorcallMethod(s_setblocking, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    if (!r) {
+        Py_CLEAR(*result);
+        return Attempt::error;  // asyncio's try block covers setblocking() too.
+    }
+    Py_DECREF(r);
+    return Attempt::done;
+}
+
 Attempt attempt(SockOp* op, PyObject** result) {
     *result = nullptr;
     Attempt a;
     switch (op->kind) {
         case Kind::recv: a = try_recv(op, result); break;
         case Kind::recv_into: a = try_recv_into(op, result); break;
-        default: a = try_sendall(op, result); break;
+        case Kind::sendall: a = try_sendall(op, result); break;
+        case Kind::recvfrom: {
+            PyObject* args[2] = {op->sock, op->arg};
+            a = call_method(s_recvfrom, args, 2, result);
+            break;
+        }
+        case Kind::recvfrom_into: {
+            PyObject* args[3] = {op->sock, op->arg, op->arg2};
+            a = call_method(s_recvfrom_into, args, 3, result);
+            break;
+        }
+        case Kind::sendto: {
+            PyObject* args[3] = {op->sock, op->arg, op->arg2};
+            a = call_method(s_sendto, args, 3, result);
+            break;
+        }
+        default: a = try_accept(op, result); break;
     }
     if (a == Attempt::error && is_fatal()) return Attempt::fatal;
     return a;
@@ -514,12 +568,12 @@ void SockWatch::detach(SockOp* op) noexcept {
 // and the done callback removing it), for an fd whose registration the core's
 // add_reader()/add_writer() callbacks hold. False with an error set on failure.
 bool wait_stock(SockOp* op, int fd) {
-    PyObject* pos = PyLong_FromSsize_t(op->pos);
+    PyObject* pos = op->kind == Kind::sendall ? PyLong_FromSsize_t(op->pos) : Py_NewRef(op->arg2 ? op->arg2 : Py_None);
     PyObject* fdo = PyLong_FromLong(fd);
     PyObject* name = PyUnicode_FromString(kNames[int(op->kind)]);
     PyObject* r = nullptr;
     if (pos && fdo && name) {
-        PyObject* args[7] = {op->loop, name, fdo, op->fut, op->sock, op->arg, pos};
+        PyObject* args[7] = {op->loop, name, fdo, op->fut, op->sock, op->arg ? op->arg : Py_None, pos};
         r = PyObject_VectorcallMethod(s_wait_stock, args, 7 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
     }
     Py_XDECREF(pos);
@@ -558,6 +612,21 @@ bool SockWatch::yield_fd(int fd) noexcept {
 
 // The first step: the syscall, then (if it would block) the wait.
 PySendResult op_start(SockOp* op, PyObject** out) {
+    if (op->kind == Kind::recvfrom_into) {
+        // asyncio: `if not nbytes: nbytes = len(buf)`, before the first try.
+        int given = PyObject_IsTrue(op->arg2);
+        if (given == 0) {
+            Py_ssize_t len = PyObject_Length(op->arg);
+            PyObject* n = len < 0 ? nullptr : PyLong_FromSsize_t(len);
+            if (n) Py_SETREF(op->arg2, n);
+            else given = -1;
+        }
+        if (given < 0) {
+            finish(op);
+            *out = nullptr;
+            return PYGEN_ERROR;
+        }
+    }
     PyObject* result;
     Attempt a = attempt(op, &result);
     if (a == Attempt::done) {
@@ -578,7 +647,7 @@ PySendResult op_start(SockOp* op, PyObject** out) {
         return PYGEN_ERROR;
     }
     EventLoop* core = loop_core(op->loop);
-    bool write = op->kind == Kind::sendall;
+    bool write = op->kind == Kind::sendall || op->kind == Kind::sendto;
     std::error_code ec;
     if (!core || (ec = SockWatch::attach(core, fd, op, write))) {
         if (core && ec == std::errc::device_or_resource_busy) {
@@ -739,6 +808,7 @@ int op_traverse(PyObject* self, visitproc visit, void* arg) {
     Py_VISIT(op->loop);
     Py_VISIT(op->sock);
     Py_VISIT(op->arg);
+    Py_VISIT(op->arg2);
     Py_VISIT(op->fut);
     return 0;
 }
@@ -749,6 +819,7 @@ int op_clear(PyObject* self) {
     Py_CLEAR(op->loop);
     Py_CLEAR(op->sock);
     Py_CLEAR(op->arg);
+    Py_CLEAR(op->arg2);
     Py_CLEAR(op->fut);
     return 0;
 }
@@ -818,7 +889,7 @@ bool native_ok(PyObject* self, PyObject* sock) {
     return nonblocking;
 }
 
-PyObject* new_op(Kind kind, PyObject* self, PyObject* sock, PyObject* arg) {
+PyObject* new_op(Kind kind, PyObject* self, PyObject* sock, PyObject* arg, PyObject* arg2 = nullptr) {
     SockOp* op = PyObject_GC_New(SockOp, g_op_type);
     if (!op) return nullptr;
     op->kind = kind;
@@ -826,7 +897,8 @@ PyObject* new_op(Kind kind, PyObject* self, PyObject* sock, PyObject* arg) {
     op->have_view = false;
     op->loop = Py_NewRef(self);
     op->sock = Py_NewRef(sock);
-    op->arg = Py_NewRef(arg);
+    op->arg = Py_XNewRef(arg);
+    op->arg2 = Py_XNewRef(arg2);
     op->fut = nullptr;
     op->watch = nullptr;
     op->pos = 0;
@@ -861,6 +933,33 @@ PyObject* loop_sock_sendall(PyObject* self, PyObject* const* args, size_t nargsf
     return new_op(Kind::sendall, self, args[0], args[1]);
 }
 
+PyObject* loop_sock_recvfrom(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    if (kwnames || PyVectorcall_NARGS(nargsf) != 2 || !native_ok(self, args[0]))
+        return call_stock(Kind::recvfrom, self, args, nargsf, kwnames);
+    return new_op(Kind::recvfrom, self, args[0], args[1]);
+}
+
+PyObject* g_zero = nullptr;
+
+PyObject* loop_sock_recvfrom_into(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (kwnames || n < 2 || n > 3 || !native_ok(self, args[0]))
+        return call_stock(Kind::recvfrom_into, self, args, nargsf, kwnames);
+    return new_op(Kind::recvfrom_into, self, args[0], args[1], n == 3 ? args[2] : g_zero);
+}
+
+PyObject* loop_sock_sendto(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    if (kwnames || PyVectorcall_NARGS(nargsf) != 3 || !native_ok(self, args[0]))
+        return call_stock(Kind::sendto, self, args, nargsf, kwnames);
+    return new_op(Kind::sendto, self, args[0], args[1], args[2]);
+}
+
+PyObject* loop_sock_accept(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    if (kwnames || PyVectorcall_NARGS(nargsf) != 1 || !native_ok(self, args[0]))
+        return call_stock(Kind::accept, self, args, nargsf, kwnames);
+    return new_op(Kind::accept, self, args[0], nullptr);
+}
+
 PyObject* intern(const char* s) { return PyUnicode_InternFromString(s); }
 
 // _sock_methods(loop_type, stock): {name: method descriptor} for the loop class; stock
@@ -870,7 +969,7 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         PyErr_SetString(PyExc_TypeError, "_sock_methods(loop_type, stock)");
         return nullptr;
     }
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < kKinds; ++i) {
         PyObject* f = PyDict_GetItemString(args[1], kNames[i]);
         if (!f) {
             PyErr_Format(PyExc_KeyError, "%s", kNames[i]);
@@ -913,6 +1012,18 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         {"sock_sendall", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_sendall)),
          METH_FASTCALL | METH_KEYWORDS,
          "sock_sendall(sock, data): send all of data to sock (a coroutine, as asyncio's)."},
+        {"sock_recvfrom", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_recvfrom)),
+         METH_FASTCALL | METH_KEYWORDS,
+         "sock_recvfrom(sock, bufsize): a datagram and its address (a coroutine, as asyncio's)."},
+        {"sock_recvfrom_into", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_recvfrom_into)),
+         METH_FASTCALL | METH_KEYWORDS,
+         "sock_recvfrom_into(sock, buf, nbytes=0): (bytes received, address) (a coroutine, as asyncio's)."},
+        {"sock_sendto", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_sendto)),
+         METH_FASTCALL | METH_KEYWORDS,
+         "sock_sendto(sock, data, address): send a datagram (a coroutine, as asyncio's)."},
+        {"sock_accept", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_accept)),
+         METH_FASTCALL | METH_KEYWORDS,
+         "sock_accept(sock): (conn, address), conn non-blocking (a coroutine, as asyncio's)."},
     };
     PyObject* out = PyDict_New();
     if (!out) return nullptr;
@@ -944,6 +1055,9 @@ bool init_sock(PyObject* module) {
         {&s_fileno, "fileno"},         {&s_gettimeout, "gettimeout"},
         {&s_recv, "recv"},             {&s_recv_into, "recv_into"},
         {&s_send, "send"},             {&s_done, "done"},
+        {&s_recvfrom, "recvfrom"},     {&s_recvfrom_into, "recvfrom_into"},
+        {&s_sendto, "sendto"},         {&s_accept, "accept"},
+        {&s_setblocking, "setblocking"},
         {&s_result, "result"},         {&s_set_result, "set_result"},
         {&s_set_exception, "set_exception"}, {&s_blocking, "_asyncio_future_blocking"},
         {&s_loop, "loop"},             {&s_create_future, "create_future"},
@@ -953,7 +1067,8 @@ bool init_sock(PyObject* module) {
     for (auto& n : names)
         if (!(*n.slot = intern(n.text))) return false;
     g_loop_kwnames = PyTuple_Pack(1, s_loop);
-    if (!g_loop_kwnames) return false;
+    g_zero = PyLong_FromLong(0);
+    if (!g_loop_kwnames || !g_zero) return false;
 
     PyType_Slot slots[] = {
         {Py_tp_dealloc, reinterpret_cast<void*>(op_dealloc)},

@@ -669,6 +669,83 @@ def test_sock_recvfrom_cancel(loop, udp_pair):
     run(loop, main())
 
 
+def test_sock_datagram_calls_edges(loop, udp_pair):
+    a, b = udp_pair
+
+    async def main():
+        for make in (lambda: loop.sock_recvfrom(b, 10), lambda: loop.sock_recvfrom_into(b, bytearray(4)),
+                     lambda: loop.sock_sendto(a, b"x", b.getsockname())):
+            c = make()
+            assert asyncio.iscoroutine(c)
+            c.close()
+        # nbytes=0 (or anything false) means len(buf), decided when the call starts.
+        buf = bytearray(6)
+        t = asyncio.ensure_future(loop.sock_recvfrom_into(b, buf, 0))
+        await asyncio.sleep(0)
+        await loop.sock_sendto(a, b"abcdefgh", b.getsockname())
+        assert await t == (6, a.getsockname()) and buf == b"abcdef"
+        with pytest.raises(ValueError):
+            await loop.sock_recvfrom_into(b, bytearray(2), 5)  # nbytes > len(buf)
+        with pytest.raises(TypeError):
+            await loop.sock_recvfrom_into(b, object())
+        with pytest.raises(ValueError, match="negative buffersize"):
+            await loop.sock_recvfrom(b, -1)
+        with pytest.raises(TypeError):
+            await loop.sock_sendto(a, "text", b.getsockname())
+        with pytest.raises(OSError):
+            await loop.sock_sendto(a, b"x", ("256.0.0.1", 1))
+        # Keywords go to asyncio's coroutine.
+        await loop.sock_sendto(a, data=b"kw", address=b.getsockname())
+        assert await loop.sock_recvfrom(sock=b, bufsize=10) == (b"kw", a.getsockname())
+
+    run(loop, main())
+
+
+def test_sock_accept_immediate_waiting_and_cancelled(loop):
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+    ls.setblocking(False)
+    clients, conns = [], []
+
+    async def main():
+        # A connection already queued is returned at once.
+        c = socket.create_connection(ls.getsockname())
+        clients.append(c)
+        await asyncio.sleep(0.01)
+        conn, addr = await loop.sock_accept(ls)
+        conns.append(conn)
+        assert addr == c.getsockname() and conn.gettimeout() == 0
+        # Cancelled while waiting: a later connection waits for the next call.
+        t = asyncio.ensure_future(loop.sock_accept(ls))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        c = socket.create_connection(ls.getsockname())
+        clients.append(c)
+        conn, addr = await asyncio.wait_for(loop.sock_accept(ls), 5)
+        conns.append(conn)
+        assert addr == c.getsockname()
+        # Waiting, together with a recv on an accepted socket.
+        r = asyncio.ensure_future(loop.sock_recv(conn, 10))
+        t = asyncio.ensure_future(loop.sock_accept(ls))
+        await asyncio.sleep(0)
+        clients[-1].send(b"hi")
+        c = socket.create_connection(ls.getsockname())
+        clients.append(c)
+        conn2, addr = await asyncio.wait_for(t, 5)
+        conns.append(conn2)
+        assert addr == c.getsockname()
+        assert await r == b"hi"
+
+    try:
+        run(loop, main())
+    finally:
+        for s in conns + clients + [ls]:
+            s.close()
+
+
 # --------------------------------------------------------------------------
 # connect / accept
 
