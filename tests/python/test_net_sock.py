@@ -578,6 +578,28 @@ def test_sock_recv_cancelled_then_data_arrives(loop, pair):
     run(loop, main())
 
 
+def test_fd_reader_added_while_sock_recv_waits_replaces_it(loop, pair):
+    # asyncio's add_reader replaces the waiting call's reader Handle: the new
+    # callback gets the readiness and the call waits until cancelled.
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        got = loop.create_future()
+        loop.add_reader(b.fileno(), lambda: got.done() or got.set_result(b.recv(100)))
+        a.send(b"to the reader")
+        assert await asyncio.wait_for(got, 5) == b"to the reader"
+        assert not t.done()
+        assert loop.remove_reader(b.fileno()) is True
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        await _one_wait(loop, b, a)
+
+    run(loop, main())
+
+
 def test_sock_calls_leave_nothing_behind(loop, pair):
     a, b = pair
     buf = bytearray(16)
