@@ -166,6 +166,14 @@ struct SockOp {
 
 inline SockOp* as_op(PyObject* o) { return reinterpret_cast<SockOp*>(o); }
 
+// obj.<name>() through a local argument array: with PY_VECTORCALL_ARGUMENTS_OFFSET
+// the callee may overwrite args[0] for the call's duration, which must not be a field
+// the garbage collector can read meanwhile.
+PyObject* call0(PyObject* name, PyObject* obj) {
+    PyObject* args[1] = {obj};
+    return PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+}
+
 void release_view(SockOp* op) {
     if (op->have_view) {
         op->have_view = false;
@@ -186,7 +194,7 @@ void finish(SockOp* op) {
 
 // The socket's current fd (-1 once closed, as socket.fileno() says).
 int sock_fd(SockOp* op) {
-    PyObject* r = PyObject_VectorcallMethod(s_fileno, &op->sock, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    PyObject* r = call0(s_fileno, op->sock);
     if (!r) return -2;
     long fd = PyLong_AsLong(r);
     Py_DECREF(r);
@@ -333,7 +341,8 @@ Attempt call_method(PyObject* name, PyObject* const* args, size_t nargs, PyObjec
 
 // conn, address = sock.accept(); conn.setblocking(False), as asyncio's _sock_accept.
 Attempt try_accept(SockOp* op, PyObject** result) {
-    Attempt a = call_method(s_accept, &op->sock, 1, result);
+    PyObject* self[1] = {op->sock};
+    Attempt a = call_method(s_accept, self, 1, result);
     if (a != Attempt::done) return a;
     if (!PyTuple_Check(*result) || PyTuple_GET_SIZE(*result) != 2) {  // Not socket.socket's.
         Py_CLEAR(*result);
@@ -427,7 +436,7 @@ PyObject* new_future(PyObject* loop) {
 // Has the watch's op retry after a readiness report. False aborts the iteration
 // (SystemExit/KeyboardInterrupt, left set).
 bool op_ready(SockOp* op) {
-    PyObject* done = PyObject_VectorcallMethod(s_done, &op->fut, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    PyObject* done = call0(s_done, op->fut);
     if (!done) goto unraisable;
     if (done == Py_True) {
         // Cancelled meanwhile: asyncio's Handle returns, its done callback removes it.
@@ -686,7 +695,7 @@ PySendResult op_am_send(PyObject* self, PyObject* value, PyObject** out) {
             return op_start(op, out);
         case State::waiting: {
             finish(op);
-            PyObject* done = PyObject_VectorcallMethod(s_done, &op->fut, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+            PyObject* done = call0(s_done, op->fut);
             if (!done) {
                 *out = nullptr;
                 return PYGEN_ERROR;
@@ -698,7 +707,7 @@ PySendResult op_am_send(PyObject* self, PyObject* value, PyObject** out) {
                 *out = nullptr;
                 return PYGEN_ERROR;
             }
-            *out = PyObject_VectorcallMethod(s_result, &op->fut, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+            *out = call0(s_result, op->fut);
             return *out ? PYGEN_RETURN : PYGEN_ERROR;
         }
         default:
