@@ -41,6 +41,13 @@ public:
     virtual void io_release() noexcept {}
     /// The loop was closed while `fd` was watched: the registration is gone.
     virtual void on_loop_closed(int /*fd*/) noexcept {}
+    /// add_reader()/add_writer(), or watch() by another handler, was called for `fd`
+    /// while this handler watches it.
+    /// Return false to refuse (the call fails with EBUSY; the default), or unwatch
+    /// `fd` and return true to hand it over; the handler may register reader/writer
+    /// callbacks for `fd` itself before returning (the call then proceeds as if they
+    /// had been there, replacing one of them if it is for the same direction).
+    virtual bool yield_fd(int /*fd*/) noexcept { return false; }
 
 private:
     friend class EventLoop;
@@ -154,10 +161,21 @@ public:
     Callback* writer_of(int fd) const noexcept;
 
     /// Routes readiness of `fd` for `interest` straight to `h` (C++ transports).
-    /// An fd has either a handler or reader/writer callbacks, not both.
+    /// An fd has either a handler or reader/writer callbacks, not both. Another
+    /// handler watching `fd` is asked to yield it first (IoHandler::yield_fd).
     std::error_code watch(int fd, IoHandler* h, uint32_t interest);
+    /// Like watch(), but one-shot: at most one report, after which the kernel disarms
+    /// the fd while it stays registered (and routed to `h`) until the next
+    /// watch_once() re-arms it with one syscall, watch() makes it level-triggered or
+    /// unwatch() drops it. ENOTSUP where the poller has no one-shot registrations
+    /// (Poller::arm_once; epoll has them): use watch() there.
+    std::error_code watch_once(int fd, IoHandler* h, uint32_t interest);
     /// Stops routing `fd` to its handler (a report already queued is dropped).
     std::error_code unwatch(int fd);
+    /// The handler watching `fd`, or null (no ownership transferred). Lets handlers
+    /// that multiplex several users of one fd (the binding's sock_* waits) find the
+    /// registration already in place instead of failing with EBUSY.
+    IoHandler* handler_of(int fd) const noexcept;
     /// The handler a queued callback stands for, when it is an IoHandler's report
     /// (for embedders walking the ready queue), else null.
     static IoHandler* io_handler_of(Callback* cb) noexcept;

@@ -39,6 +39,15 @@ public:
     virtual std::error_code modify(int fd, uint32_t interest) = 0;
     /// Stops watching `fd`. An fd already closed is not an error (EBADF is ignored).
     virtual std::error_code remove(int fd) = 0;
+    /// Optional one-shot interest: watches `fd` for `interest` (non-zero) as add() or
+    /// modify() would, but reports it at most once and then disarms it in the kernel,
+    /// keeping it registered, until the next arm_once(), modify() or remove(). Each
+    /// call re-arms through the kernel, so a registration the kernel dropped (the fd
+    /// closed and its number reused) is made again, never assumed. Backends without
+    /// one-shot registrations return ENOTSUP (the default).
+    virtual std::error_code arm_once(int /*fd*/, uint32_t /*interest*/) {
+        return std::make_error_code(std::errc::not_supported);
+    }
     /// Waits up to `timeout_ns` (negative: forever, 0: poll) and appends what is ready
     /// to `out` (which the caller has cleared). EINTR is returned, not retried, so the
     /// caller can run signal handlers.

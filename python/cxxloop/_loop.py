@@ -6,11 +6,13 @@ _core.Loop base comes first in the MRO. What is not hot and is pure asyncio poli
 hooks, debug checks -- is inherited from the running interpreter's own
 asyncio.base_events.BaseEventLoop (whose __init__ is not used), so it behaves
 exactly as that Python's stock loop does. Transports have C++ data paths
-(_transports.py, _pipes.py); servers, sock_* and TLS are the interpreter's own
-selector-loop code on this engine (see _install below).
+(_transports.py, _pipes.py), and so do the sock_* calls that wait for readiness
+(see _NATIVE_SOCK); servers, sock_connect, sock_sendfile and TLS are the
+interpreter's own selector-loop code on this engine (see _install below).
 """
 
 import asyncio
+import functools
 import os
 import selectors
 import socket
@@ -483,8 +485,9 @@ class _SelectorView:
         return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
 
 
-# SSL and datagram transports, servers, Unix sockets and the sock_* API: until C++
-# versions land, these are the running interpreter's own selector-loop
+# SSL and datagram transports, servers, Unix sockets and the sock_* API (whose
+# readiness waits are then replaced by C, see _NATIVE_SOCK; the stock helpers stay
+# for the calls that path hands back): these are the running interpreter's own selector-loop
 # implementations, unchanged. They need only what the engine provides
 # (_add_reader/_add_writer and friends, call_soon, timers), so they behave exactly as
 # the stock loop's do, on top of the C++ scheduler and poller.
@@ -524,6 +527,51 @@ def _install(target, source, names):
 
 _install(_SelectorLoopParts, selector_events.BaseSelectorEventLoop, _FROM_SELECTOR_LOOP)
 _install(_UnixLoopParts, unix_events._UnixSelectorEventLoop, _FROM_UNIX_LOOP)
+
+
+# The sock_* methods that wait for readiness are C (src/bind/bind_sock.cpp): each call
+# returns a coroutine object made in C that tries the socket call at once and
+# otherwise waits through the engine's fd watch, without a Python frame, Handle or
+# done callback. Calls it cannot serve exactly as asyncio would (a socket subclass, a
+# blocking socket, debug mode, keyword arguments, an overridden create_future) get
+# asyncio's own coroutine, kept here under _stock_<name>. sock_connect (name
+# resolution first) and sock_sendfile stay asyncio's.
+_NATIVE_SOCK = ("sock_recv", "sock_recv_into", "sock_sendall", "sock_recvfrom",
+                "sock_recvfrom_into", "sock_sendto", "sock_accept")
+
+
+def _sock_wait_stock(self, name, fd, fut, sock, arg, extra):
+    """Waits as asyncio's sock_* do, for a native call whose fd the engine cannot
+    route to it (add_reader()/add_writer() callbacks are registered on it). `extra`
+    is what sock_sendall has sent, sock_recvfrom_into's nbytes or sock_sendto's
+    address."""
+    if name in ("sock_sendall", "sock_sendto"):
+        if name == "sock_sendall":
+            handle = self._add_writer(fd, self._sock_sendall, fut, sock, memoryview(arg), [extra])
+        else:
+            handle = self._add_writer(fd, self._sock_sendto, fut, sock, arg, extra)
+        fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
+        return
+    if name == "sock_recv":
+        handle = self._add_reader(fd, self._sock_recv, fut, sock, arg)
+    elif name == "sock_recv_into":
+        handle = self._add_reader(fd, self._sock_recv_into, fut, sock, arg)
+    elif name == "sock_recvfrom":
+        handle = self._add_reader(fd, self._sock_recvfrom, fut, sock, arg)
+    elif name == "sock_recvfrom_into":
+        handle = self._add_reader(fd, self._sock_recvfrom_into, fut, sock, arg, extra)
+    else:
+        handle = self._add_reader(fd, self._sock_accept, fut, sock)
+    fut.add_done_callback(functools.partial(self._sock_read_done, fd, handle=handle))
+
+
+_stock_sock = {name: selector_events.BaseSelectorEventLoop.__dict__[name] for name in _NATIVE_SOCK}
+for _name, _func in _stock_sock.items():
+    setattr(_LoopBase, "_stock_" + _name, _func)
+for _name, _method in _core._sock_methods(_core.Loop, _stock_sock).items():
+    setattr(_LoopBase, _name, _method)
+_LoopBase._sock_wait_stock = _sock_wait_stock
+del _name, _func, _method
 
 
 # asyncio's EventLoop is its SelectorEventLoop on Unix; ours are one class too.

@@ -67,6 +67,11 @@ char* stream_scratch() noexcept;
 /// Creates the DatagramReader and DatagramSender types (the C halves of UDP transports).
 bool init_datagram(PyObject* module);
 
+// --- bind_sock.cpp ------------------------------------------------------------------
+/// Creates the SockOp type and _sock_methods() (the native sock_recv, sock_recv_into
+/// and sock_sendall the package installs on the loop classes).
+bool init_sock(PyObject* module);
+
 // --- bind_uring.cpp -----------------------------------------------------------------
 /// Adds uring_support() (the io_uring probe) to the module.
 bool init_uring(PyObject* module);

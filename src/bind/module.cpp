@@ -23,8 +23,8 @@ void set_hooks(nb::object report_callback_error, nb::object extract_stack) {
 NB_MODULE(_core, m) {
     using namespace cxxloop::bind;
     if (!init_handles(m.ptr()) || !init_loop(m.ptr()) || !init_stream(m.ptr()) ||
-        !init_datagram(m.ptr()) || !init_uring(m.ptr()) ||
-        !init_tls(m.ptr()))
+        !init_datagram(m.ptr()) || !init_uring(m.ptr()) || !init_tls(m.ptr()) ||
+        !init_sock(m.ptr()))
         throw nb::python_error();
     m.def("_set_hooks", &set_hooks, nb::arg("report_callback_error"), nb::arg("extract_stack"),
           "Install the Python helpers the engine calls (error reports, debug tracebacks).");

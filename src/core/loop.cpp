@@ -92,8 +92,12 @@ std::error_code EventLoop::add_callback(int fd, Callback* cb, Callback** previou
     if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
     if (fd < 0) return std::make_error_code(std::errc::invalid_argument);
     if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
+    if (IoHandler* h = fds_[fd].handler) {
+        // The handler may give the fd up (and register callbacks on it meanwhile).
+        if (!h->yield_fd(fd) || closed_ || fds_[fd].handler)
+            return std::make_error_code(std::errc::device_or_resource_busy);
+    }
     FdEntry& e = fds_[fd];
-    if (e.handler) return std::make_error_code(std::errc::device_or_resource_busy);
     if (auto ec = set_interest(fd, e, e.mask | (write ? kWritable : kReadable))) return ec;
     cb->retain(cb);
     Callback*& slot = write ? e.writer : e.reader;
@@ -138,11 +142,28 @@ std::error_code EventLoop::watch(int fd, IoHandler* h, uint32_t interest) {
     if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
     if (fd < 0) return std::make_error_code(std::errc::invalid_argument);
     if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
+    if (IoHandler* other = fds_[fd].handler; other && other != h) {
+        if (!other->yield_fd(fd) || closed_ || fds_[fd].handler)
+            return std::make_error_code(std::errc::device_or_resource_busy);
+    }
+    FdEntry& e = fds_[fd];
+    if (e.reader || e.writer) return std::make_error_code(std::errc::device_or_resource_busy);
+    if (interest == 0) return unwatch(fd);
+    if (auto ec = set_interest(fd, e, interest)) return ec;
+    e.handler = h;
+    return {};
+}
+
+std::error_code EventLoop::watch_once(int fd, IoHandler* h, uint32_t interest) {
+    if (closed_) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (fd < 0 || interest == 0) return std::make_error_code(std::errc::invalid_argument);
+    if (size_t(fd) >= fds_.size()) fds_.resize(size_t(fd) + 1);
     FdEntry& e = fds_[fd];
     if (e.reader || e.writer || (e.handler && e.handler != h))
         return std::make_error_code(std::errc::device_or_resource_busy);
-    if (interest == 0) return unwatch(fd);
-    if (auto ec = set_interest(fd, e, interest)) return ec;
+    if (auto ec = poller_->arm_once(fd, interest)) return ec;
+    if (e.mask == 0) ++nfds_;
+    e.mask = interest;
     e.handler = h;
     return {};
 }
@@ -161,6 +182,11 @@ std::error_code EventLoop::unwatch(int fd) {
     e->handler = nullptr;
     drop_queued_io(h);
     return ec;
+}
+
+IoHandler* EventLoop::handler_of(int fd) const noexcept {
+    const FdEntry* e = entry(fd);
+    return e ? e->handler : nullptr;
 }
 
 IoHandler* EventLoop::io_handler_of(Callback* cb) noexcept {

@@ -351,8 +351,12 @@ TEST_P(LoopTest, CancelledReaderIsUnregisteredNotRun) {
 TEST_P(LoopTest, WatchRoutesReadinessToTheHandler) {
     auto [a, b] = socket_pair();
     Recorder rec;
+    EXPECT_EQ(loop.handler_of(a.get()), nullptr);
     ASSERT_FALSE(loop.watch(a.get(), &rec, kReadable));
     EXPECT_EQ(loop.fd_count(), 1u);
+    EXPECT_EQ(loop.handler_of(a.get()), &rec);
+    EXPECT_EQ(loop.handler_of(-1), nullptr);
+    EXPECT_EQ(loop.handler_of(b.get() + 1000), nullptr);
     Callback* prev = nullptr;
     Probe p;
     EXPECT_TRUE(loop.add_reader(a.get(), &p, &prev)) << "an fd has a handler or callbacks, not both";
@@ -369,6 +373,7 @@ TEST_P(LoopTest, WatchRoutesReadinessToTheHandler) {
     EXPECT_EQ(rec.seen[0], std::make_pair(a.get(), uint32_t(kWritable)));
     ASSERT_FALSE(loop.unwatch(a.get()));
     EXPECT_EQ(loop.fd_count(), 0u);
+    EXPECT_EQ(loop.handler_of(a.get()), nullptr);
     rec.seen.clear();
     Probe tick;
     loop.call_soon(&tick);
@@ -421,6 +426,130 @@ TEST_P(LoopTest, UnwatchDropsAQueuedReport) {
     ASSERT_TRUE(loop.run_once());
     EXPECT_EQ(log, (std::vector<std::string>{"unwatch"}));
     EXPECT_EQ(h.refs, 0);
+}
+
+// A handler that hands its fd over when asked, registering a reader of its own first
+// (as the binding's sock_* waits do when add_reader()/add_writer() claims their fd).
+struct YieldingHandler : Recorder {
+    EventLoop* loop = nullptr;
+    Callback* own_reader = nullptr;
+    int asked = 0;
+    bool yield_fd(int fd) noexcept override {
+        ++asked;
+        if (!own_reader) return false;
+        EXPECT_FALSE(loop->unwatch(fd));
+        Callback* prev = nullptr;
+        EXPECT_FALSE(loop->add_reader(fd, own_reader, &prev));
+        EXPECT_EQ(prev, nullptr);
+        return true;
+    }
+};
+
+TEST_P(LoopTest, AddCallbackAsksTheWatchingHandlerToYield) {
+    auto [a, b] = socket_pair();
+    YieldingHandler h;
+    h.loop = &loop;
+    ASSERT_FALSE(loop.watch(a.get(), &h, kReadable));
+    Probe writer;
+    Callback* prev = nullptr;
+    // By default a handler keeps its fd.
+    EXPECT_EQ(loop.add_writer(a.get(), &writer, &prev), std::errc::device_or_resource_busy);
+    EXPECT_EQ(h.asked, 1);
+    EXPECT_EQ(writer.refs, 0);
+    // A yielding handler's own reader stays next to the new writer...
+    Probe own;
+    h.own_reader = &own;
+    ASSERT_FALSE(loop.add_writer(a.get(), &writer, &prev));
+    EXPECT_EQ(prev, nullptr);
+    EXPECT_EQ(loop.handler_of(a.get()), nullptr);
+    EXPECT_EQ(loop.reader_of(a.get()), &own);
+    EXPECT_EQ(loop.writer_of(a.get()), &writer);
+    EXPECT_EQ(loop.fd_count(), 1u);
+    EXPECT_TRUE(run_until([&] { return writer.runs > 0; }));
+    put_byte(b.get());
+    EXPECT_TRUE(run_until([&] { return own.runs > 0; }));
+    EXPECT_TRUE(h.seen.empty());
+    EXPECT_TRUE(loop.watch(a.get(), &h, kReadable)) << "no handler while callbacks exist";
+    Callback* r = loop.remove_writer(a.get());
+    EXPECT_EQ(r, &writer);
+    r->release(r);
+    r = loop.remove_reader(a.get());
+    EXPECT_EQ(r, &own);
+    r->release(r);
+    EXPECT_EQ(own.refs, 0);
+    EXPECT_EQ(writer.refs, 0);
+    EXPECT_EQ(loop.fd_count(), 0u);
+}
+
+TEST_P(LoopTest, WatchAsksAnotherWatchingHandlerToYield) {
+    auto [a, b] = socket_pair();
+    YieldingHandler first;
+    first.loop = &loop;
+    Recorder second;
+    ASSERT_FALSE(loop.watch(a.get(), &first, kReadable));
+    EXPECT_EQ(loop.watch(a.get(), &second, kReadable), std::errc::device_or_resource_busy);
+    EXPECT_EQ(first.asked, 1);
+    EXPECT_EQ(loop.handler_of(a.get()), &first);
+    ASSERT_FALSE(loop.unwatch(a.get()));
+}
+
+TEST_P(LoopTest, WatchOnceReportsOnceAndReArms) {
+    auto [a, b] = socket_pair();
+    Recorder rec;
+    auto ec = loop.watch_once(a.get(), &rec, kReadable);
+    if (std::string(GetParam()) != "epoll") {
+        EXPECT_EQ(ec, std::errc::not_supported);
+        EXPECT_EQ(loop.handler_of(a.get()), nullptr);
+        EXPECT_EQ(loop.fd_count(), 0u);
+        return;
+    }
+    ASSERT_FALSE(ec);
+    EXPECT_EQ(loop.fd_count(), 1u);
+    put_byte(b.get());
+    EXPECT_TRUE(run_until([&] { return !rec.seen.empty(); }));
+    EXPECT_EQ(rec.seen.size(), 1u);
+    // Still readable, but disarmed: no second report, and still registered.
+    for (int i = 0; i < 3; ++i) {
+        Probe tick;
+        loop.call_soon(&tick);
+        ASSERT_TRUE(loop.run_once());
+    }
+    EXPECT_EQ(rec.seen.size(), 1u);
+    EXPECT_EQ(loop.handler_of(a.get()), &rec);
+    EXPECT_EQ(loop.fd_count(), 1u);
+    // Re-armed: the data still there is reported again.
+    ASSERT_FALSE(loop.watch_once(a.get(), &rec, kReadable | kWritable));
+    EXPECT_TRUE(run_until([&] { return rec.seen.size() == 2; }));
+    EXPECT_EQ(rec.seen[1].second, uint32_t(kReadable | kWritable));
+    // Level-triggered again through watch().
+    ASSERT_FALSE(loop.watch(a.get(), &rec, kReadable));
+    EXPECT_TRUE(run_until([&] { return rec.seen.size() == 4; }));
+    // Another handler or callbacks are refused.
+    Recorder other;
+    EXPECT_EQ(loop.watch_once(a.get(), &other, kReadable), std::errc::device_or_resource_busy);
+    ASSERT_FALSE(loop.unwatch(a.get()));
+    EXPECT_EQ(loop.fd_count(), 0u);
+}
+
+TEST_P(LoopTest, WatchOnceReAddsAnFdTheKernelDropped) {
+    if (std::string(GetParam()) != "epoll") GTEST_SKIP() << "one-shot registrations are epoll's";
+    Recorder rec;
+    int number;
+    {
+        auto [a, b] = socket_pair();
+        number = a.get();
+        ASSERT_FALSE(loop.watch_once(a.get(), &rec, kReadable));
+        put_byte(b.get());
+        EXPECT_TRUE(run_until([&] { return !rec.seen.empty(); }));
+    }  // Closed while registered (disarmed): the kernel drops it, the loop cannot know.
+    auto [c, d] = socket_pair();
+    if (c.get() != number && d.get() == number) std::swap(c, d);
+    ASSERT_EQ(c.get(), number) << "the fd number is reused";
+    ASSERT_FALSE(loop.watch_once(c.get(), &rec, kReadable));
+    put_byte(d.get());
+    EXPECT_TRUE(run_until([&] { return rec.seen.size() == 2; }));
+    EXPECT_EQ(rec.seen[1].first, number);
+    ASSERT_FALSE(loop.unwatch(c.get()));
 }
 
 TEST_P(LoopTest, HandlerReturningFalseAbortsTheIteration) {

@@ -2,10 +2,14 @@
 sock_sendall, sock_sendto, sock_connect, sock_accept, sock_sendfile."""
 
 import asyncio
+import collections.abc
+import errno
+import gc
 import io
 import select
 import socket
 import ssl
+import sys
 
 import pytest
 
@@ -177,6 +181,463 @@ def test_sock_recv_after_peer_reset(loop, tcp_pair):
     run(loop, main())
 
 
+def test_sock_recv_into_after_peer_reset(loop, tcp_pair):
+    a, b = tcp_pair
+    import struct
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv_into(b, bytearray(10)))
+        await asyncio.sleep(0.01)
+        a.close()
+        with pytest.raises(ConnectionResetError):
+            await t
+
+    run(loop, main())
+
+
+def test_sock_sendall_to_reset_peer(loop, tcp_pair):
+    a, b = tcp_pair
+    import struct
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_sendall(b, payload(16 * 1024 * 1024)))
+        await asyncio.sleep(0.01)
+        assert not t.done()  # waiting for the peer, which does not read
+        a.close()
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            await t
+
+    run(loop, main())
+
+
+# --------------------------------------------------------------------------
+# sock_recv / sock_recv_into / sock_sendall: what they return, and the edges
+
+
+def test_sock_calls_are_coroutines(loop, pair):
+    a, b = pair
+
+    async def main():
+        c = loop.sock_recv(b, 10)
+        assert asyncio.iscoroutine(c)
+        assert isinstance(c, collections.abc.Coroutine)
+        t = loop.create_task(c)
+        await asyncio.sleep(0)
+        a.send(b"1")
+        assert await t == b"1"
+        f = asyncio.ensure_future(loop.sock_recv(b, 10))
+        a.send(b"2")
+        assert await f == b"2"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(b, 10), 0.01)
+        assert await asyncio.gather(loop.sock_recv(b, 10), loop.sock_sendall(a, b"3")) == [b"3", None]
+        buf = bytearray(4)
+        r = await asyncio.gather(loop.sock_recv_into(b, buf), loop.sock_sendall(a, b"4"))
+        assert r == [1, None] and buf[:1] == b"4"
+        t = asyncio.ensure_future(loop.sock_recv(b, 1))
+        await asyncio.sleep(0)
+        assert "sock_recv()" in repr(t)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    run(loop, main())
+
+
+def test_sock_call_coroutine_protocol_by_hand(loop, pair):
+    a, b = pair
+    a.send(b"xy")
+    c = loop.sock_recv(b, 10)
+    with pytest.raises(StopIteration) as e:
+        c.send(None)
+    assert e.value.value == b"xy"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        c.send(None)
+    c = loop.sock_sendall(a, b"z")
+    with pytest.raises(TypeError, match="can't send non-None value to a just-started coroutine"):
+        c.send(1)
+    c.close()
+    c = loop.sock_recv_into(b, bytearray(1))
+    with pytest.raises(ZeroDivisionError):
+        c.throw(ZeroDivisionError())
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        c.send(None)
+    with pytest.raises(BlockingIOError):
+        b.recv(10)  # neither the closed nor the thrown-into call ran
+
+
+def test_sock_call_bad_arguments(loop, pair):
+    a, b = pair
+
+    async def main():
+        with pytest.raises(ValueError, match="negative buffersize in recv"):
+            await loop.sock_recv(b, -1)
+        with pytest.raises(TypeError):
+            await loop.sock_recv(b, 1.5)
+        with pytest.raises(TypeError):
+            await loop.sock_recv_into(b, b"immutable")
+        with pytest.raises(TypeError):
+            await loop.sock_sendall(a, "text")
+        with pytest.raises(TypeError):
+            loop.sock_recv(b)
+        # Keywords, as asyncio's methods take them.
+        await loop.sock_sendall(sock=a, data=b"kw")
+        assert await loop.sock_recv(sock=b, n=10) == b"kw"
+
+    run(loop, main())
+
+
+def test_sock_recv_on_blocking_socket_outside_debug_mode(loop, pair):
+    # asyncio checks the blocking mode only in debug mode; otherwise it just calls
+    # the socket's methods, which do not block when data is there.
+    a, b = pair
+    a.setblocking(True)
+    b.setblocking(True)
+
+    async def main():
+        await loop.sock_sendall(a, b"blocking")
+        assert await loop.sock_recv(b, 100) == b"blocking"
+        await loop.sock_sendall(a, b"again")
+        buf = bytearray(10)
+        assert await loop.sock_recv_into(b, buf) == 5
+
+    run(loop, main())
+
+
+def test_sock_socket_subclass_methods_are_used(loop, pair):
+    a, b = pair
+    calls = []
+
+    class Sock(socket.socket):
+        def recv(self, n, *args):
+            calls.append(("recv", n))
+            return super().recv(n, *args)
+
+        def send(self, data, *args):
+            calls.append(("send", len(data)))
+            return super().send(data, *args)
+
+    s = Sock(fileno=b.detach())
+    s.setblocking(False)
+
+    async def main():
+        await loop.sock_sendall(s, b"abc")
+        assert a.recv(10) == b"abc"
+        a.send(b"def")
+        assert await loop.sock_recv(s, 10) == b"def"
+
+    try:
+        run(loop, main())
+    finally:
+        s.close()
+    assert calls == [("send", 3), ("recv", 10)]
+
+
+def test_sock_recv_cancelled_before_it_starts(loop, pair):
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        a.send(b"kept")
+        assert await loop.sock_recv(b, 100) == b"kept"
+
+    run(loop, main())
+
+
+def test_sock_recv_cancelled_after_data_arrived(loop, pair):
+    # The read runs in the ready phase; a cancel landing before the task resumes
+    # wins, and the data read is dropped with the result -- as in asyncio.
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        a.send(b"lost")
+        loop.call_later(0, t.cancel)  # timers run after the I/O callbacks
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        with pytest.raises(BlockingIOError):
+            b.recv(100)
+
+    run(loop, main())
+
+
+def test_sock_recv_socket_closed_while_waiting(loop, loop_kind):
+    if loop_kind in ("cxxloop-select", "cxxloop-pyselector"):
+        pytest.skip("select() fails on a closed fd it watches (asyncio's SelectSelector too)")
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0.01)
+        b.close()
+        # epoll forgets a closed fd (the call waits on); poll reports it (EBADF).
+        await asyncio.sleep(0.02)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+        except OSError as exc:
+            assert exc.errno == errno.EBADF
+        # A new socket (likely on the same fd number) works normally.
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        try:
+            t = asyncio.ensure_future(loop.sock_recv(c, 100))
+            await asyncio.sleep(0.01)
+            d.send(b"fresh")
+            assert await t == b"fresh"
+        finally:
+            c.close()
+            d.close()
+
+    try:
+        run(loop, main())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sock_recv_and_sendall_wait_on_one_socket_together(loop, tcp_pair):
+    a, b = tcp_pair
+    data = payload(8 * 1024 * 1024, seed=3)
+
+    async def peer():
+        got = await _recv_n(loop, b, len(data))
+        await loop.sock_sendall(b, b"ack")
+        return got
+
+    async def main():
+        p = asyncio.ensure_future(peer())
+        r = asyncio.ensure_future(loop.sock_recv(a, 10))  # waits on a for reading
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, data)  # waits on a for writing meanwhile
+        assert await r == b"ack"
+        assert await p == data
+
+    run(loop, main())
+
+
+def test_sock_second_recv_replaces_the_first(loop, pair):
+    # asyncio's add_reader replaces the first call's Handle: the second call gets
+    # the data and the first waits until cancelled.
+    a, b = pair
+
+    async def main():
+        t1 = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        t2 = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        a.send(b"data")
+        assert await t2 == b"data"
+        await asyncio.sleep(0.01)
+        assert not t1.done()
+        t1.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t1
+        assert loop.remove_reader(b.fileno()) is False
+
+    run(loop, main())
+
+
+def test_sock_recv_replaces_an_fd_reader(loop, pair):
+    a, b = pair
+    fired = []
+
+    async def main():
+        loop.add_reader(b.fileno(), fired.append, "reader")
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        a.send(b"x")
+        assert await t == b"x"
+        await asyncio.sleep(0)
+        assert loop.remove_reader(b.fileno()) is False
+
+    run(loop, main())
+    assert fired == []
+
+
+def test_fd_writer_added_while_sock_recv_waits(loop, pair):
+    a, b = pair
+    fired = asyncio.Event()
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        loop.add_writer(b.fileno(), fired.set)
+        await asyncio.wait_for(fired.wait(), 5)
+        assert loop.remove_writer(b.fileno()) is True
+        a.send(b"y")
+        assert await t == b"y"
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    run(loop, main())
+
+
+async def _one_wait(loop, rsock, wsock, data=b"w"):
+    """A sock_recv that has to wait (so the engine watched the fd) and completes."""
+    t = asyncio.ensure_future(loop.sock_recv(rsock, 100))
+    await asyncio.sleep(0)
+    assert not t.done()
+    wsock.send(data)
+    assert await t == data
+
+
+def test_fd_reader_added_after_sock_recv_waited(loop, pair):
+    # Once a call is over the fd is free for add_reader/add_writer, as in asyncio.
+    a, b = pair
+
+    async def main():
+        await _one_wait(loop, b, a)
+        got = loop.create_future()
+        loop.add_reader(b.fileno(), lambda: got.done() or got.set_result(b.recv(100)))
+        a.send(b"r")
+        assert await asyncio.wait_for(got, 5) == b"r"
+        assert loop.remove_reader(b.fileno()) is True
+        await _one_wait(loop, b, a)
+        writable = loop.create_future()
+        loop.add_writer(b.fileno(), lambda: writable.done() or writable.set_result(True))
+        assert await asyncio.wait_for(writable, 5)
+        assert loop.remove_writer(b.fileno()) is True
+        await _one_wait(loop, b, a)
+
+    run(loop, main())
+
+
+def test_fd_number_reused_after_sock_recv_waited(loop):
+    # A socket whose wait completed is closed; sockets made next (likely on the same
+    # fd number) work with sock_recv, add_reader and a transport.
+    async def main():
+        for use in ("sock_recv", "add_reader", "transport"):
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            await _one_wait(loop, b, a)
+            number = b.fileno()
+            a.close()
+            b.close()
+            c, d = socket.socketpair()
+            c.setblocking(False)
+            try:
+                if d.fileno() == number:
+                    c, d = d, c
+                    c.setblocking(False)
+                if use == "sock_recv":
+                    await _one_wait(loop, c, d, b"again")
+                elif use == "add_reader":
+                    got = loop.create_future()
+                    loop.add_reader(c.fileno(), lambda: got.done() or got.set_result(c.recv(100)))
+                    d.send(b"reader")
+                    assert await asyncio.wait_for(got, 5) == b"reader"
+                    assert loop.remove_reader(c.fileno()) is True
+                else:
+                    proto = RecordingProtocol(loop)
+                    tr, _ = await loop.connect_accepted_socket(lambda: proto, c)
+                    d.send(b"transport")
+                    for _ in range(500):
+                        if proto.data:
+                            break
+                        await asyncio.sleep(0.01)
+                    assert proto.data == b"transport"
+                    tr.close()
+                    await asyncio.wait_for(proto.lost_fut, 5)
+            finally:
+                c.close()
+                d.close()
+
+    run(loop, main())
+
+
+def test_sock_recv_cancelled_then_data_arrives(loop, pair):
+    # The cancelled call's registration must not run anything when the data comes.
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        a.send(b"later")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert b.recv(100) == b"later"
+        await _one_wait(loop, b, a)
+
+    run(loop, main())
+
+
+def test_fd_reader_added_while_sock_recv_waits_replaces_it(loop, pair):
+    # asyncio's add_reader replaces the waiting call's reader Handle: the new
+    # callback gets the readiness and the call waits until cancelled.
+    a, b = pair
+
+    async def main():
+        t = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        got = loop.create_future()
+        loop.add_reader(b.fileno(), lambda: got.done() or got.set_result(b.recv(100)))
+        a.send(b"to the reader")
+        assert await asyncio.wait_for(got, 5) == b"to the reader"
+        assert not t.done()
+        assert loop.remove_reader(b.fileno()) is True
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        await _one_wait(loop, b, a)
+
+    run(loop, main())
+
+
+def test_sock_calls_leave_nothing_behind(loop, pair):
+    a, b = pair
+    buf = bytearray(16)
+
+    async def one_round():
+        t = asyncio.ensure_future(loop.sock_recv(b, 16))
+        await asyncio.sleep(0)
+        a.send(b"x")
+        assert await t == b"x"
+        t = asyncio.ensure_future(loop.sock_recv_into(b, buf))
+        await asyncio.sleep(0)
+        a.send(b"y")
+        assert await t == 1
+        await loop.sock_sendall(a, b"z")
+        assert await loop.sock_recv(b, 16) == b"z"
+        t = asyncio.ensure_future(loop.sock_recv(b, 16))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    async def main():
+        for _ in range(20):
+            await one_round()
+        gc.collect()
+        refs = sys.getrefcount(a), sys.getrefcount(b), sys.getrefcount(buf)
+        objects = len(gc.get_objects())
+        for _ in range(300):
+            await one_round()
+        gc.collect()
+        assert (sys.getrefcount(a), sys.getrefcount(b), sys.getrefcount(buf)) == refs
+        assert len(gc.get_objects()) < objects + 100
+        assert loop.remove_reader(b.fileno()) is False
+        assert loop.remove_writer(a.fileno()) is False
+
+    run(loop, main())
+
+
 # --------------------------------------------------------------------------
 # Datagram: recvfrom / sendto
 
@@ -228,6 +689,83 @@ def test_sock_recvfrom_cancel(loop, udp_pair):
         assert (await loop.sock_recvfrom(b, 100))[0] == b"after"
 
     run(loop, main())
+
+
+def test_sock_datagram_calls_edges(loop, udp_pair):
+    a, b = udp_pair
+
+    async def main():
+        for make in (lambda: loop.sock_recvfrom(b, 10), lambda: loop.sock_recvfrom_into(b, bytearray(4)),
+                     lambda: loop.sock_sendto(a, b"x", b.getsockname())):
+            c = make()
+            assert asyncio.iscoroutine(c)
+            c.close()
+        # nbytes=0 (or anything false) means len(buf), decided when the call starts.
+        buf = bytearray(6)
+        t = asyncio.ensure_future(loop.sock_recvfrom_into(b, buf, 0))
+        await asyncio.sleep(0)
+        await loop.sock_sendto(a, b"abcdefgh", b.getsockname())
+        assert await t == (6, a.getsockname()) and buf == b"abcdef"
+        with pytest.raises(ValueError):
+            await loop.sock_recvfrom_into(b, bytearray(2), 5)  # nbytes > len(buf)
+        with pytest.raises(TypeError):
+            await loop.sock_recvfrom_into(b, object())
+        with pytest.raises(ValueError, match="negative buffersize"):
+            await loop.sock_recvfrom(b, -1)
+        with pytest.raises(TypeError):
+            await loop.sock_sendto(a, "text", b.getsockname())
+        with pytest.raises(OSError):
+            await loop.sock_sendto(a, b"x", ("256.0.0.1", 1))
+        # Keywords go to asyncio's coroutine.
+        await loop.sock_sendto(a, data=b"kw", address=b.getsockname())
+        assert await loop.sock_recvfrom(sock=b, bufsize=10) == (b"kw", a.getsockname())
+
+    run(loop, main())
+
+
+def test_sock_accept_immediate_waiting_and_cancelled(loop):
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+    ls.setblocking(False)
+    clients, conns = [], []
+
+    async def main():
+        # A connection already queued is returned at once.
+        c = socket.create_connection(ls.getsockname())
+        clients.append(c)
+        await asyncio.sleep(0.01)
+        conn, addr = await loop.sock_accept(ls)
+        conns.append(conn)
+        assert addr == c.getsockname() and conn.gettimeout() == 0
+        # Cancelled while waiting: a later connection waits for the next call.
+        t = asyncio.ensure_future(loop.sock_accept(ls))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        c = socket.create_connection(ls.getsockname())
+        clients.append(c)
+        conn, addr = await asyncio.wait_for(loop.sock_accept(ls), 5)
+        conns.append(conn)
+        assert addr == c.getsockname()
+        # Waiting, together with a recv on an accepted socket.
+        r = asyncio.ensure_future(loop.sock_recv(conn, 10))
+        t = asyncio.ensure_future(loop.sock_accept(ls))
+        await asyncio.sleep(0)
+        clients[-1].send(b"hi")
+        c = socket.create_connection(ls.getsockname())
+        clients.append(c)
+        conn2, addr = await asyncio.wait_for(t, 5)
+        conns.append(conn2)
+        assert addr == c.getsockname()
+        assert await r == b"hi"
+
+    try:
+        run(loop, main())
+    finally:
+        for s in conns + clients + [ls]:
+            s.close()
 
 
 # --------------------------------------------------------------------------

@@ -38,13 +38,14 @@ public:
     std::error_code add(int fd, uint32_t interest) override;
     std::error_code modify(int fd, uint32_t interest) override;
     std::error_code remove(int fd) override;
+    std::error_code arm_once(int fd, uint32_t interest) override;
     std::error_code wait(int64_t timeout_ns, std::vector<PollEvent>& out) override;
     std::error_code after_fork() override;
     std::string_view name() const noexcept override { return "epoll"; }
 
 private:
     std::error_code open() noexcept;
-    std::error_code ctl(int op, int fd, uint32_t interest) noexcept;
+    std::error_code ctl(int op, int fd, uint32_t interest, uint32_t flags = 0) noexcept;
     int wait_kernel(int64_t timeout_ns) noexcept;
 
     int epfd_ = -1;
@@ -64,9 +65,9 @@ std::error_code EpollPoller::open() noexcept {
 
 /// One epoll_ctl call. The fd and its interest both ride in the event's data, so wait()
 /// can report without a map lookup per event.
-std::error_code EpollPoller::ctl(int op, int fd, uint32_t interest) noexcept {
+std::error_code EpollPoller::ctl(int op, int fd, uint32_t interest, uint32_t flags) noexcept {
     epoll_event ev{};
-    ev.events = to_epoll(interest);
+    ev.events = to_epoll(interest) | flags;
     ev.data.u64 = uint64_t(uint32_t(fd)) | (uint64_t(interest) << 32);
     return sys::check(::epoll_ctl(epfd_, op, fd, &ev));
 }
@@ -91,6 +92,23 @@ std::error_code EpollPoller::modify(int fd, uint32_t interest) {
     // later add() of a new fd with the same number is not refused with EEXIST.
     if (ec == std::errc::bad_file_descriptor) watched_.erase(it);
     else if (!ec) it->second = interest;
+    return ec;
+}
+
+/// EPOLLONESHOT: one MOD re-arms a registration the last report disarmed (where a
+/// level-triggered reader added and removed per wait costs an ADD and a DEL). MOD
+/// failing with ENOENT means the kernel dropped the fd (closed, number reused): ADD.
+std::error_code EpollPoller::arm_once(int fd, uint32_t interest) {
+    if (interest == 0 || (interest & ~kAllInterest)) return std::make_error_code(std::errc::invalid_argument);
+    auto it = watched_.find(fd);
+    std::error_code ec = std::make_error_code(std::errc::no_such_file_or_directory);
+    if (it != watched_.end()) ec = ctl(EPOLL_CTL_MOD, fd, interest, EPOLLONESHOT);
+    if (ec == std::errc::no_such_file_or_directory) ec = ctl(EPOLL_CTL_ADD, fd, interest, EPOLLONESHOT);
+    if (ec == std::errc::bad_file_descriptor) {
+        if (it != watched_.end()) watched_.erase(it);
+    } else if (!ec) {
+        watched_[fd] = interest;
+    }
     return ec;
 }
 
