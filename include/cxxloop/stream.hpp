@@ -3,7 +3,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <span>
 #include <system_error>
 
@@ -11,6 +10,7 @@
 #include <sys/uio.h>
 
 #include "cxxloop/loop.hpp"
+#include "cxxloop/ring.hpp"
 
 namespace cxxloop {
 
@@ -137,7 +137,7 @@ private:
     bool eof_requested_ = false;
     bool eof_done_ = false;
     bool paused_ = false;
-    std::deque<WriteChunk> queue_;
+    Ring<WriteChunk> queue_;  // Allocates nothing until a write has to wait.
     size_t front_offset_ = 0;  // Bytes of queue_.front() already written.
     size_t queued_ = 0;
     size_t high_ = 64 * 1024;

@@ -246,7 +246,7 @@ void Stream::fail(std::error_code ec, bool writing) noexcept {
 }
 
 void Stream::drop_queue() noexcept {
-    std::deque<WriteChunk> dropped;
+    Ring<WriteChunk> dropped;  // Released after the state is reset: a release may re-enter.
     dropped.swap(queue_);
     queued_ = 0;
     front_offset_ = 0;
