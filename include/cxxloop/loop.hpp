@@ -154,6 +154,16 @@ public:
     std::error_code watch(int fd, IoHandler* h, uint32_t interest);
     /// Stops routing `fd` to its handler (a report already queued is dropped).
     std::error_code unwatch(int fd);
+    /// Queues a report for `h` that no fd registration produced (completion-based
+    /// transports deliver their results this way): `h->on_io(-1, events)` runs in the
+    /// ready phase, in FIFO order with the callbacks around it. Ignored once closed.
+    void post_io(IoHandler* h, uint32_t events) {
+        if (!closed_) queue_io(h, -1, events);
+    }
+    /// Drops a report queued by post_io() (a handler must do so before it is destroyed).
+    void drop_io(IoHandler* h) noexcept {
+        if (!closed_) drop_queued_io(h);
+    }
     /// The handler a queued callback stands for, when it is an IoHandler's report
     /// (for embedders walking the ready queue), else null.
     static IoHandler* io_handler_of(Callback* cb) noexcept;

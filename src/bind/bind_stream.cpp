@@ -22,6 +22,7 @@
 
 #include "bind.hpp"
 #include "cxxloop/stream.hpp"
+#include "cxxloop/uring_stream.hpp"
 #include "structmember.h"
 
 namespace cxxloop::bind {
@@ -53,9 +54,11 @@ enum class PipeMode : unsigned char { none, read, write };
 
 class Core final : public StreamHandler {
 public:
-    Core(PyObject* self, PyObject* loop, EventLoop* ev, PyObject* transport, int fd, bool is_socket)
+    Core(PyObject* self, PyObject* loop, EventLoop* ev, PyObject* transport, int fd, bool is_socket, bool completions)
         : self_(self), loop_(Py_NewRef(loop)), transport_(Py_NewRef(transport)) {
-        stream.emplace(*ev, fd, *this, is_socket);
+        // A socket stream on the io_uring engine is completion-based (uring_stream.hpp).
+        if (completions && UringStream::supported(*ev)) stream = std::make_unique<UringStream>(*ev, fd, *this);
+        else stream = std::make_unique<Stream>(*ev, fd, *this, is_socket);
     }
     ~Core() override {
         stream.reset();  // Unwatches and releases queued chunks (the GIL is held).
@@ -191,7 +194,7 @@ public:
 
     PyObject* transport() const noexcept { return transport_; }
 
-    std::optional<Stream> stream;
+    std::unique_ptr<ByteStream> stream;
     long conn_lost = 0;
     bool eof = false;
     bool closing = false;  // Mirrors the transport's _closing, for on_drained.
@@ -546,7 +549,8 @@ PyObject* core_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     PyObject* self = type->tp_alloc(type, 0);
     if (!self) return nullptr;
     try {
-        reinterpret_cast<PyStreamCore*>(self)->core = new Core(self, loop, ev, transport, fd, is_socket);
+        reinterpret_cast<PyStreamCore*>(self)->core =
+            new Core(self, loop, ev, transport, fd, is_socket, is_socket && mode == PipeMode::none);
         reinterpret_cast<PyStreamCore*>(self)->core->pipe = mode;
     } catch (...) {
         set_from_cpp_exception();

@@ -196,7 +196,9 @@ bool EventLoop::run_io(Callback* cb) noexcept {
     n.queued = false;
     uint32_t events = n.events;
     n.events = 0;
-    // The handler may have been unwatched or re-registered since the report.
+    // A posted report (fd -1) stands for itself; a readiness report is void when the
+    // handler was unwatched or re-registered since.
+    if (n.fd < 0) return n.handler->on_io(-1, events);
     FdEntry* e = n.loop->entry(n.fd);
     if (!e || e->handler != n.handler) return true;
     events &= e->mask;

@@ -69,6 +69,12 @@ void Uring::send_complete(UringOp* base, Uring& ring, int res, uint32_t) noexcep
     // A stream socket takes what fits in its buffer and the kernel reports that much;
     // the rest goes out with the next entry (nothing else may send on this fd meanwhile).
     if (!advance(op.msg_, size_t(res)) && res > 0) {
+        if (op.cancelling_) {
+            // Cancelled between two parts: the fd may be closed (and its number
+            // reused) by now, so the rest is not sent.
+            op.on_send(-ECANCELED);
+            return;
+        }
         if (auto ec = ring.submit_send(op); !ec) return;
         else res = -ec.value();
     } else if (res == 0 && op.msg_.msg_iovlen) {
