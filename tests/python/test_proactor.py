@@ -436,3 +436,104 @@ def test_set_protocol_between_deliveries(loop):
             tr.close()
             run_until(loop, lambda: second.lost)
 
+
+# --- servers: the multishot accept -----------------------------------------------------
+
+
+def _refused(addr):
+    with socket.socket() as s:
+        try:
+            s.connect(addr)
+        except ConnectionRefusedError:
+            return True
+        return False
+
+
+def test_server_close_closes_the_listening_socket_at_once(loop):
+    server = run(loop, loop.create_server(asyncio.Protocol, HOST, 0))
+    addr = server.sockets[0].getsockname()
+    run_briefly(loop, 2)  # The accept is in the kernel.
+    server.close()
+    # Without running the loop: the kernel has let go of the socket.
+    assert _refused(addr)
+    run(loop, server.wait_closed())
+
+
+def test_start_serving_later_accepts_then(loop):
+    made = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+            transport.close()
+
+    server = run(loop, loop.create_server(P, HOST, 0, start_serving=False))
+    addr = server.sockets[0].getsockname()
+    assert not server.is_serving()
+    run_briefly(loop, 3)
+    assert _refused(addr)  # Not even listening yet.
+    run(loop, server.start_serving())
+    assert server.is_serving()
+    with socket.create_connection(addr) as c:
+        run_until(loop, lambda: made, what="connection_made")
+        c.settimeout(5)
+        assert c.recv(10) == b""
+    server.close()
+    run(loop, server.wait_closed())
+
+
+def test_a_burst_of_connections_served_from_one_accept(loop):
+    n = 100
+    accepted = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    async def main():
+        server = await loop.create_server(P, HOST, 0)
+        addr = server.sockets[0].getsockname()
+        pairs = await asyncio.gather(*(asyncio.open_connection(*addr) for _ in range(n)))
+        while len(accepted) < n:
+            await asyncio.sleep(0.01)
+        for tr in accepted:
+            tr.write(b"!")
+        for r, w in pairs:
+            assert await r.readexactly(1) == b"!"
+            w.close()
+        for tr in accepted:
+            tr.close()
+        server.close()
+        await server.wait_closed()
+        for r, w in pairs:
+            await w.wait_closed()
+
+    run(loop, main(), timeout=60)
+    assert len(accepted) == n
+
+
+def test_closing_the_server_with_connections_not_yet_delivered_leaks_nothing(loop):
+    protos = []
+
+    def factory():
+        protos.append(RecordingProtocol(loop))
+        return protos[-1]
+
+    server = run(loop, loop.create_server(factory, HOST, 0))
+    addr = server.sockets[0].getsockname()
+    run_briefly(loop, 2)
+    clients = [socket.create_connection(addr) for _ in range(10)]
+    try:
+        # Whatever was accepted and not yet handed to the server is closed with it
+        # (the fixture checks that no fd is left open).
+        server.close()
+        run_briefly(loop, 3)
+        for pr in protos:
+            if pr.transport is not None:
+                pr.transport.close()
+        run_until(loop, lambda: all(pr.lost or pr.transport is None for pr in protos))
+        run(loop, server.wait_closed())
+    finally:
+        for c in clients:
+            c.close()
+    run_briefly(loop, 3)
