@@ -178,6 +178,9 @@ public:
     /// Makes run() return after the current iteration (or the next, if idle).
     void stop() noexcept { stopping_ = true; }
     bool stopping() const noexcept { return stopping_; }
+    /// True while the ready phase runs callbacks (the loop will wait again, or submit
+    /// its completion operations before it stops).
+    bool in_callbacks() const noexcept { return in_callbacks_; }
     void clear_stopping() noexcept { stopping_ = false; }
 
     /// Drops every queued callback, timer and fd registration and closes the poller
@@ -247,6 +250,7 @@ private:
     size_t nfds_ = 0;
     bool completions_ = false;  // poller_->completion_based(), asked once.
     bool stopping_ = false;
+    bool in_callbacks_ = false;
     bool closed_ = false;
     bool debug_ = false;
     double slow_callback_duration_ = 0.1;

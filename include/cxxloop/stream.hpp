@@ -35,6 +35,10 @@ public:
     virtual std::span<char> read_buffer(size_t suggested) noexcept = 0;
     /// `n` (> 0) bytes were read into the span read_buffer() returned last.
     virtual void on_read(size_t n) noexcept = 0;
+    /// Offers `n` (> 0) received bytes at `data` directly (a completion-based stream
+    /// has them in memory already; they stay valid during the call). Return false to
+    /// have them copied through read_buffer() and on_read() instead (the default).
+    virtual bool on_bytes(const char* /*data*/, size_t /*n*/) noexcept { return false; }
     /// The peer closed its side; reading has stopped.
     virtual void on_eof() noexcept = 0;
     /// A read or write failed; the stream has stopped reading and writing and has
@@ -47,6 +51,9 @@ public:
     /// The write queue became empty after having held data (and, after
     /// shutdown_write(), the write side has been shut down).
     virtual void on_drained() noexcept {}
+    /// Whether on_drained() would do anything now; a completion-based stream that is
+    /// told no finishes its sends without queueing a report.
+    virtual bool wants_drained() const noexcept { return true; }
     /// Asked after each readiness report is handled: false aborts the loop's
     /// iteration (the binding lets KeyboardInterrupt out of a protocol this way).
     virtual bool proceed() noexcept { return true; }

@@ -23,11 +23,13 @@ namespace cxxloop {
 ///   stream posts itself to the ready queue (EventLoop::post_io), so
 ///   read_buffer()/on_read() run where asyncio runs a reader's callback. stop_reading() cancels the receive; data that
 ///   had already arrived is kept (copied out of the ring) for start_reading().
-/// - Writing tries send(2) at once when nothing is queued, as Stream does, except
-///   while a uring stream is delivering on this thread (a protocol answering in
-///   data_received): those writes, and whatever a send leaves over, go out through a
-///   SendOp submitted with the loop's next wait, so one io_uring_enter carries the
-///   answers of every connection served in the iteration.
+/// - Writing from a callback of the running loop (a protocol answering in
+///   data_received, a task writing) queues the bytes for a SendOp submitted with the
+///   loop's next wait, so one io_uring_enter carries the answers of every connection
+///   served in the iteration (a loop that stops submits them before it returns).
+///   Writes from outside the loop's callbacks try send(2) at once, as Stream does.
+///   A send completion that owes the owner nothing (no resume, no drain it waits
+///   for) is finished in the I/O phase without a report.
 /// - abort() cancels the operations synchronously (the kernel has let go of the
 ///   socket when it returns, so the owner may close the fd at once). The stream must
 ///   not be destroyed while registered() is true: that lasts until the cancelled
@@ -100,6 +102,7 @@ private:
     bool deliver() noexcept;
     bool deliver_reads() noexcept;
     void finish_send() noexcept;
+    bool finish_send_now() noexcept;
     std::error_code start_send() noexcept;
     ssize_t send_now(const char* p, size_t n) noexcept;
     void cancel_ops() noexcept;

@@ -108,7 +108,18 @@ public:
             else protocol_failed("Fatal error: protocol.buffer_updated() call failed.");
             return;
         }
-        PyObject* data = PyBytes_FromStringAndSize(g_scratch, Py_ssize_t(n));
+        deliver_bytes(g_scratch, n);
+    }
+
+    // A completion-based stream's bytes go straight into the bytes object.
+    bool on_bytes(const char* data, size_t n) noexcept override {
+        if (buffered_ || conn_lost || !protocol_ || pipe == PipeMode::write) return false;
+        deliver_bytes(data, n);
+        return true;
+    }
+
+    void deliver_bytes(const char* p, size_t n) noexcept {
+        PyObject* data = PyBytes_FromStringAndSize(p, Py_ssize_t(n));
         PyObject* r = data ? call_protocol(str_data_received, data) : nullptr;
         Py_XDECREF(data);
         if (r) Py_DECREF(r);
@@ -137,8 +148,9 @@ public:
         if (pipe != PipeMode::write) call_transport("_maybe_resume_protocol", nullptr);
     }
     void on_drained() noexcept override {
-        if (empty_waiter || closing || pipe == PipeMode::write) call_transport("_write_drained", nullptr);
+        if (wants_drained()) call_transport("_write_drained", nullptr);
     }
+    bool wants_drained() const noexcept override { return empty_waiter || closing || pipe == PipeMode::write; }
     // A method called from Python reports SystemExit/KeyboardInterrupt by returning
     // null itself, so the flag that would abort the loop's iteration is dropped.
     PyObject* finish(PyObject* result) noexcept {

@@ -20,15 +20,6 @@ constexpr uint16_t kGroup = 0x5c;
 constexpr uint32_t kBufCount = 256;
 constexpr uint32_t kBufSize = 16 * 1024;
 
-// How many uring streams are delivering on this thread: writes made meanwhile (a
-// protocol answering from data_received) go out with the loop's next wait.
-thread_local int t_delivering = 0;
-
-struct Delivering {
-    Delivering() noexcept { ++t_delivering; }
-    ~Delivering() { --t_delivering; }
-};
-
 void release(const WriteChunk& c) noexcept {
     if (c.release) c.release(c.owner);
 }
@@ -163,9 +154,11 @@ std::error_code UringStream::write(WriteChunk c) {
     }
     size_t written = 0;
     if (queue_.empty() && !sending()) {
-        // Outside a delivery the bytes go at once, as asyncio's write() does (the loop
-        // may not even be running). An answer from data_received waits for the wait.
-        const bool defer = t_delivering > 0 && c.size <= high_ && ring();
+        // Written from a callback of the running loop, the bytes go with the next
+        // wait (or the submission of a loop that stops), batched with the other
+        // connections'; from outside (the loop may not even be running) they go at
+        // once, as asyncio's write() does. A deferred write never pauses the writer.
+        const bool defer = loop_.in_callbacks() && c.size <= high_ && ring();
         if (!defer) {
             ssize_t n = send_now(c.data, c.size);
             if (n < 0) {
@@ -216,9 +209,29 @@ std::error_code UringStream::start_send() noexcept {
 
 void UringStream::Send::on_send(int res) noexcept {
     UringStream& st = *s;
+    if (res >= 0 && !st.loop_.closed() && !st.detached_ && !st.broken_ && st.finish_send_now()) return;
     st.send_res_ = res;
     st.send_done_ = true;
     st.after_completion();
+}
+
+// The common case of a send completion, handled in the I/O phase: every byte went,
+// and nothing the owner would hear of follows (no resume, no drain it waits for, no
+// shutdown, no hold to drop). Then the chunks are released and the next send
+// started here, and no report is queued. Returns false, with nothing done, otherwise.
+bool UringStream::finish_send_now() noexcept {
+    const size_t after = queued_ - inflight_;
+    if (paused_ && after <= low_) return false;
+    if (after == 0 && (eof_requested_ || handler_.wants_drained() || !recv_.pending())) return false;
+    consume(inflight_);
+    inflight_ = 0;
+    if (!queue_.empty())
+        if (auto ec = start_send()) {
+            send_res_ = -ec.value();
+            send_done_ = true;
+            after_completion();
+        }
+    return true;
 }
 
 // Drops the first `n` queued bytes, releasing the chunks they finish.
@@ -325,7 +338,6 @@ void UringStream::after_completion() noexcept {
 }
 
 bool UringStream::on_io(int, uint32_t) noexcept {
-    Delivering guard;
     if (!deliver_reads()) {
         if (!inbox_.empty() || send_done_) post();  // The rest waits for the next pass.
         return false;
@@ -340,6 +352,19 @@ bool UringStream::on_io(int, uint32_t) noexcept {
 
 bool UringStream::deliver_reads() noexcept {
     while (reading_ && !detached_ && !broken_ && !inbox_.empty()) {
+        if (inbox_.front().off == 0) {
+            // Offered whole first: a plain Protocol's bytes object is made from the
+            // ring's buffer directly. The chunk leaves the inbox meanwhile, so what
+            // the protocol does (pause, abort) does not touch it.
+            Chunk c = std::move(inbox_.front());
+            inbox_.pop_front();
+            if (handler_.on_bytes(chunk_data(c), c.len)) {
+                recycle(c);
+                if (!handler_.proceed()) return false;
+                continue;
+            }
+            inbox_.push_front(std::move(c));
+        }
         std::span<char> buf = handler_.read_buffer(inbox_.front().len - inbox_.front().off);
         if (buf.empty() || inbox_.empty() || !reading_ || detached_ || broken_) return handler_.proceed();
         Chunk& c = inbox_.front();

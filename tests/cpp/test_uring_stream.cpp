@@ -183,6 +183,32 @@ TEST_F(UringStreamTest, AnswersFromADeliveryGoOutWithTheNextWait) {
     ASSERT_TRUE(run_until([&] { return !s.registered(); }));
 }
 
+TEST_F(UringStreamTest, WritesFromOutsideTheLoopGoAtOnce) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    Owned o{"now"};
+    ASSERT_FALSE(s.write(o.chunk()));
+    EXPECT_EQ(o.released, 1);  // Sent by send(2) before write() returned.
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    EXPECT_FALSE(s.registered());
+    EXPECT_EQ(read_some(peer.get(), 3), "now");
+}
+
+TEST_F(UringStreamTest, ALoopThatStopsSubmitsTheWritesOfItsLastPass) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    Owned o{"before stop"};
+    loop->call_soon([&] {
+        ASSERT_FALSE(s.write(o.chunk()));
+        EXPECT_EQ(s.write_buffer_size(), o.bytes.size());  // Deferred to the ring.
+        loop->stop();
+    });
+    loop->run();
+    // The loop is not running now, and the peer gets the bytes all the same.
+    EXPECT_EQ(read_some(peer.get(), o.bytes.size()), o.bytes);
+    ASSERT_TRUE(run_until([&] { return o.released == 1 && !s.registered(); }));
+}
+
 TEST_F(UringStreamTest, LargeWritesPauseAndResumeTheWriterAndArriveWhole) {
     Recorder r;
     UringStream s(*loop, ours.get(), r);
