@@ -15,9 +15,12 @@ namespace {
 
 // One buffer ring per engine serves every stream of the loop. A connection holds a
 // buffer only between the completion and the delivery in the same iteration (or
-// while its reading is paused, when the bytes are copied out).
+// while its reading is paused, when the bytes are copied out). The kernel takes the
+// buffers in ring order, so every buffer is cycled through: 64 x 16 KiB (1 MiB)
+// keeps that walk mostly in cache where 256 buffers measured slower on 10 KiB echo;
+// a wait that needs more ends some receives with ENOBUFS, re-armed after delivery.
 constexpr uint16_t kGroup = 0x5c;
-constexpr uint32_t kBufCount = 256;
+constexpr uint32_t kBufCount = 64;
 constexpr uint32_t kBufSize = 16 * 1024;
 
 void release(const WriteChunk& c) noexcept {
