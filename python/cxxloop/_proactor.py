@@ -105,20 +105,18 @@ class ProactorEventLoop(_LoopBase):
                 if owner is sock:
                     acceptor.start()
                 return
+            # Out of resources, as asyncio: log, and accept again a second later. Any
+            # other error is logged too, and retried the same way (asyncio's reader
+            # would retry at the next readiness report).
             exc = OSError(err, os.strerror(err))
-            if err in _OUT_OF_RESOURCES:
-                self.call_exception_handler({
-                    "message": "socket.accept() out of system resource",
-                    "exception": exc,
-                    "socket": trsock.TransportSocket(sock),
-                })
-                self.call_later(constants.ACCEPT_RETRY_DELAY, self._start_serving, *args)
-                return
+            message = ("socket.accept() out of system resource" if err in _OUT_OF_RESOURCES
+                       else "Error on accepting a connection")
             self.call_exception_handler({
-                "message": "Error on accepting a connection",
+                "message": message,
                 "exception": exc,
                 "socket": trsock.TransportSocket(sock),
             })
+            self.call_later(constants.ACCEPT_RETRY_DELAY, self._start_serving, *args)
 
         return accepted
 
