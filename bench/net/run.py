@@ -408,6 +408,133 @@ def measure(wl, loop, opts, tmpdir, serial):
     return sample
 
 
+def _server_command(wl, loop, opts, tmpdir, serial):
+    if loop == "c":
+        if wl.c_mode == "unix":
+            return [CSERVER, "-m", "unix", "-u", os.path.join(tmpdir, "c-%d.sock" % serial)]
+        return [CSERVER, "-m", wl.c_mode, "-H", "127.0.0.1", "-p", "0"]
+    cmd = [opts.python, SERVERS_PY, "--loop", loop, "--style", wl.style]
+    if wl.style == "unix":
+        cmd += ["--path", os.path.join(tmpdir, "%s-%d.sock" % (loop, serial))]
+    if wl.style == "tls":
+        cmd += ["--cert", CERT, "--key", KEY]
+    return cmd
+
+
+def parse_strace_counts(text):
+    """{syscall: calls} from the summary of `strace -c -U calls,errors,name`."""
+    counts = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0].isdigit() and f[-1] != "total":
+            counts[f[-1]] = int(f[0])
+    return counts
+
+
+def count_syscalls(wl, loop, opts, tmpdir, serial):
+    """The server's system calls per message over a fixed message count: strace -c -f
+    attached to a fresh server (after a warm-up, so start-up is not counted) while the
+    client exchanges opts.syscalls messages. strace slows the server down; the counts,
+    not the times, are the result."""
+    cmd = _server_command(wl, loop, opts, tmpdir, serial)
+    out_path = os.path.join(tmpdir, "strace-%d.txt" % serial)
+    with tempfile.TemporaryFile(dir=tmpdir) as errfile:
+        server, where = start_server(cmd, opts.server_cpu, errfile)
+        tracer = None
+        try:
+            if opts.warmup > 0:
+                out, err, rc = run_client(client_command(wl, where, opts.conns, opts.warmup),
+                                          opts.client_cpu, opts.warmup + 30)
+                parse_client(wl, out, err, rc)
+            tracer = subprocess.Popen(["strace", "-c", "-f", "-U", "calls,errors,name", "-o", out_path,
+                                       "-p", str(server.pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True)
+            _children.add(tracer)
+            time.sleep(0.5)  # Attaching to every thread takes a moment.
+            if tracer.poll() is not None:
+                raise MeasureError("strace could not attach: %s" % tracer.stderr.read().decode().strip()[-200:])
+            ccmd = client_command(wl, where, opts.conns, 600) + ["-n", str(opts.syscalls)]
+            out, err, rc = run_client(ccmd, opts.client_cpu, 600)
+            res = parse_client(wl, out, err, rc)
+        finally:
+            if tracer is not None:
+                tracer.send_signal(signal.SIGINT)
+                try:
+                    tracer.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    _kill(tracer)
+                _children.discard(tracer)
+            _kill(server)
+    with open(out_path) as f:
+        counts = parse_strace_counts(f.read())
+    msgs = res["messages"]
+    if msgs <= 0 or not counts:
+        raise MeasureError("no message or no strace summary")
+    total = sum(counts.values())
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
+    return {"messages": msgs, "calls": total, "per_msg": total / msgs,
+            "top": [[name, n / msgs] for name, n in top]}
+
+
+def run_syscalls(workloads, loops, opts, env, log):
+    results = {}
+    tmpdir = tempfile.mkdtemp(prefix="cxxloop-netbench-strace-")
+    serial = 0
+    try:
+        for wl in workloads:
+            if wl.client == "wrk" or precheck(wl, env):
+                continue
+            row = {}
+            log("%-20s syscalls" % wl.name, end="")
+            for loop in loops_for(wl, loops):
+                serial += 1
+                try:
+                    row[loop] = count_syscalls(wl, loop, opts, tmpdir, serial)
+                except Unavailable as exc:
+                    row[loop] = {"error": exc.kind}
+                except (MeasureError, OSError, subprocess.SubprocessError) as exc:
+                    row[loop] = {"error": str(exc)}
+                log(" %s %s" % (loop, "%.2f" % row[loop]["per_msg"] if "per_msg" in row[loop]
+                                 else row[loop]["error"]), end="")
+            log("")
+            results[wl.name] = row
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return results
+
+
+def format_syscalls(data, markdown=False):
+    sc = data.get("syscalls")
+    if not sc:
+        return ""
+    loops = data["meta"]["loops"]
+    n = data["meta"].get("syscall_messages")
+    head = ("System calls per message in the server (strace -c -f over %s messages, %s connections; "
+            "the busiest calls in brackets)" % (n, data["meta"]["conns"]))
+    out = ["", head, ""]
+    if markdown:
+        out.append("| workload | " + " | ".join(loop_label(l) for l in loops) + " |")
+        out.append("|---|" + "---|" * len(loops))
+    for wl_name, row in sc.items():
+        cells = []
+        for l in loops:
+            r = row.get(l)
+            if r is None:
+                cells.append("")
+            elif "per_msg" in r:
+                top = ", ".join("%s %.2f" % (name, v) for name, v in r["top"][:3])
+                cells.append("%.2f (%s)" % (r["per_msg"], top))
+            else:
+                cells.append(r["error"][:30])
+        if markdown:
+            out.append("| %s | %s |" % (wl_name, " | ".join(cells)))
+        else:
+            out.append("%-20s " % wl_name + "  ".join("%s: %s" % (loop_label(l), c)
+                                                      for l, c in zip(loops, cells) if c))
+    return "\n".join(out) + "\n"
+
+
 # ---------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------
@@ -777,6 +904,9 @@ def parse_args(argv):
     p.add_argument("--markdown", action="store_true", help="print Markdown tables instead of text")
     p.add_argument("--render", metavar="JSON", help="do not measure; print a file written by --json")
     p.add_argument("-q", "--silent", action="store_true", help="no progress on stderr")
+    p.add_argument("--syscalls", type=int, metavar="N", default=0,
+                   help="also count the server's system calls per message with strace -c -f "
+                        "over N messages per workload and loop (echo workloads)")
     return p.parse_args(argv)
 
 
@@ -785,7 +915,8 @@ def main(argv=None):
     if opts.render:
         with open(opts.render) as f:
             data = json.load(f)
-        print(format_markdown(data) if opts.markdown else format_text(data))
+        print((format_markdown(data) if opts.markdown else format_text(data))
+              + format_syscalls(data, opts.markdown))
         return 0
 
     def log(msg, end="\n"):
@@ -846,10 +977,22 @@ def main(argv=None):
         _reap_all()
         log("\ninterrupted")
         return 130
+    data = {"meta": meta, "targets": TARGETS, "workloads": results}
+    if opts.syscalls > 0:
+        if shutil.which("strace") is None:
+            log("--syscalls: strace is not installed; skipped")
+        else:
+            meta["syscall_messages"] = opts.syscalls
+            try:
+                data["syscalls"] = run_syscalls(workloads, loops, opts, env, log)
+            except KeyboardInterrupt:
+                _reap_all()
+                log("\ninterrupted")
+                return 130
     meta["wall_seconds"] = round(time.monotonic() - t0, 1)
     log("done in %.0f s" % meta["wall_seconds"])
-    data = {"meta": meta, "targets": TARGETS, "workloads": results}
-    print(format_markdown(data) if opts.markdown else format_text(data))
+    print((format_markdown(data) if opts.markdown else format_text(data))
+          + format_syscalls(data, opts.markdown))
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(data, f, indent=1)

@@ -176,6 +176,16 @@ public:
     /// that multiplex several users of one fd (the binding's sock_* waits) find the
     /// registration already in place instead of failing with EBUSY.
     IoHandler* handler_of(int fd) const noexcept;
+    /// Queues a report for `h` that no fd registration produced (completion-based
+    /// transports deliver their results this way): `h->on_io(-1, events)` runs in the
+    /// ready phase, in FIFO order with the callbacks around it. Ignored once closed.
+    void post_io(IoHandler* h, uint32_t events) {
+        if (!closed_) queue_io(h, -1, events);
+    }
+    /// Drops a report queued by post_io() (a handler must do so before it is destroyed).
+    void drop_io(IoHandler* h) noexcept {
+        if (!closed_) drop_queued_io(h);
+    }
     /// The handler a queued callback stands for, when it is an IoHandler's report
     /// (for embedders walking the ready queue), else null.
     static IoHandler* io_handler_of(Callback* cb) noexcept;
@@ -190,6 +200,9 @@ public:
     /// Makes run() return after the current iteration (or the next, if idle).
     void stop() noexcept { stopping_ = true; }
     bool stopping() const noexcept { return stopping_; }
+    /// True while the ready phase runs callbacks (the loop will wait again, or submit
+    /// its completion operations before it stops).
+    bool in_callbacks() const noexcept { return in_callbacks_; }
     void clear_stopping() noexcept { stopping_ = false; }
 
     /// Drops every queued callback, timer and fd registration and closes the poller
@@ -259,6 +272,7 @@ private:
     size_t nfds_ = 0;
     bool completions_ = false;  // poller_->completion_based(), asked once.
     bool stopping_ = false;
+    bool in_callbacks_ = false;
     bool closed_ = false;
     bool debug_ = false;
     double slow_callback_duration_ = 0.1;

@@ -35,6 +35,10 @@ public:
     virtual std::span<char> read_buffer(size_t suggested) noexcept = 0;
     /// `n` (> 0) bytes were read into the span read_buffer() returned last.
     virtual void on_read(size_t n) noexcept = 0;
+    /// Offers `n` (> 0) received bytes at `data` directly (a completion-based stream
+    /// has them in memory already; they stay valid during the call). Return false to
+    /// have them copied through read_buffer() and on_read() instead (the default).
+    virtual bool on_bytes(const char* /*data*/, size_t /*n*/) noexcept { return false; }
     /// The peer closed its side; reading has stopped.
     virtual void on_eof() noexcept = 0;
     /// A read or write failed; the stream has stopped reading and writing and has
@@ -47,6 +51,9 @@ public:
     /// The write queue became empty after having held data (and, after
     /// shutdown_write(), the write side has been shut down).
     virtual void on_drained() noexcept {}
+    /// Whether on_drained() would do anything now; a completion-based stream that is
+    /// told no finishes its sends without queueing a report.
+    virtual bool wants_drained() const noexcept { return true; }
     /// Asked after each readiness report is handled: false aborts the loop's
     /// iteration (the binding lets KeyboardInterrupt out of a protocol this way).
     virtual bool proceed() noexcept { return true; }
@@ -58,6 +65,26 @@ public:
     virtual void on_loop_closed() noexcept {}
 };
 
+/// What a stream transport's owner drives: the readiness-based Stream below, and the
+/// completion-based UringStream of the io_uring engine (cxxloop/uring_stream.hpp).
+/// Both report to a StreamHandler and keep the same contract.
+class ByteStream {
+public:
+    virtual ~ByteStream() = default;
+    virtual std::error_code start_reading() = 0;
+    virtual void stop_reading() noexcept = 0;
+    virtual bool reading() const noexcept = 0;
+    /// Whether the loop holds the stream now (an fd registration, or operations in flight).
+    virtual bool registered() const noexcept = 0;
+    /// Whether queued data waits to be written.
+    virtual bool flushing() const noexcept = 0;
+    virtual std::error_code write(WriteChunk c) = 0;
+    virtual size_t write_buffer_size() const noexcept = 0;
+    virtual void set_write_limits(size_t high, size_t low) noexcept = 0;
+    virtual std::error_code shutdown_write() = 0;
+    virtual void abort() noexcept = 0;
+};
+
 /// A connected, non-blocking fd read and written through the loop. It does not own
 /// the fd: the owner closes it after detach() (or abort()).
 ///
@@ -65,7 +92,7 @@ public:
 /// queued by reference and flushed with one writev/sendmsg per writable event. Flow
 /// control follows asyncio's rule: pause when the queue exceeds the high water mark,
 /// resume when it drops to the low one (defaults 64 KiB and 16 KiB).
-class Stream final : public IoHandler {
+class Stream final : public ByteStream, public IoHandler {
 public:
     /// Wraps `fd` (set non-blocking here). `is_socket` selects sendmsg(MSG_NOSIGNAL)
     /// over writev, so a vanished peer gives EPIPE rather than SIGPIPE.
@@ -77,33 +104,33 @@ public:
     int fd() const noexcept { return fd_; }
 
     /// Starts or stops delivering reads. Errors come from registering the fd.
-    std::error_code start_reading();
-    void stop_reading() noexcept;
-    bool reading() const noexcept { return reading_; }
+    std::error_code start_reading() override;
+    void stop_reading() noexcept override;
+    bool reading() const noexcept override { return reading_; }
     /// Whether the fd is registered with the loop now (reading, or flushing writes).
-    bool registered() const noexcept { return registered_ != 0; }
+    bool registered() const noexcept override { return registered_ != 0; }
     /// Whether a queued write is waiting for the fd to become writable.
-    bool flushing() const noexcept { return watching_write_; }
+    bool flushing() const noexcept override { return watching_write_; }
 
     /// Writes `c`: as much as possible now, the rest queued. Returns the error of an
     /// immediate write (the stream is then broken and `c` released); would-block is
     /// not an error. Writing after shutdown_write() or once broken returns EPIPE and
     /// releases `c`.
-    std::error_code write(WriteChunk c);
+    std::error_code write(WriteChunk c) override;
     /// Bytes queued and not yet written.
-    size_t write_buffer_size() const noexcept { return queued_; }
+    size_t write_buffer_size() const noexcept override { return queued_; }
     /// Sets the water marks (low <= high) and pauses or resumes the writer to match.
-    void set_write_limits(size_t high, size_t low) noexcept;
+    void set_write_limits(size_t high, size_t low) noexcept override;
     size_t high_water() const noexcept { return high_; }
     size_t low_water() const noexcept { return low_; }
     bool writing_paused() const noexcept { return paused_; }
 
     /// Shuts down the write side (SHUT_WR) once the queue is flushed.
-    std::error_code shutdown_write();
+    std::error_code shutdown_write() override;
     bool write_shut() const noexcept { return eof_requested_; }
 
     /// Drops the write queue (releasing its chunks) and stops watching the fd.
-    void abort() noexcept;
+    void abort() noexcept override;
     /// Stops watching the fd, keeping the queue (to be dropped by the destructor).
     void detach() noexcept;
 

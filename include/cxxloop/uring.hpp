@@ -72,6 +72,7 @@ private:
     UringOp* prev_ = nullptr;
     UringOp* next_ = nullptr;
     bool pending_ = false;
+    bool cancelling_ = false;  // Set by Uring::cancel(): a SendOp then stops resubmitting.
 };
 
 /// A multishot accept: one callback per accepted connection, until an error or cancel.
@@ -206,10 +207,18 @@ public:
     std::error_code connect(ConnectOp& op, int fd, const sockaddr* addr, socklen_t len);
 
     /// Asks the kernel to cancel `op`; it then completes with -ECANCELED (or with the
-    /// result it had already reached). ENOENT when the op is not pending.
+    /// result it had already reached; a SendOp cancelled after a short send reports
+    /// -ECANCELED instead of resubmitting the rest). ENOENT when the op is not pending.
     std::error_code cancel(UringOp& op);
     /// Asks the kernel to cancel every op on `fd` (kernel 5.19+).
     std::error_code cancel_fd(int fd);
+    /// Cancels every op on `fd` and returns once the kernel has let go of them (their
+    /// final callbacks still come in the next I/O phase), so that closing `fd` right
+    /// after really closes the file. On kernels before 6.0 the cancel is only
+    /// submitted. A no-op when no op is pending.
+    std::error_code cancel_fd_sync(int fd);
+    /// The buffer ring of group `group` made by add_buf_ring(), or null.
+    BufRing* buf_ring(uint16_t group) noexcept;
     /// Cancels every op on `fd`, waits until the kernel has let go of them, then
     /// closes `fd`. Pending ops complete with -ECANCELED in the next I/O phase. Use it
     /// instead of close(2): an fd closed with ops in flight stays open in the kernel

@@ -24,6 +24,7 @@
 
 #include "bind.hpp"
 #include "cxxloop/stream.hpp"
+#include "cxxloop/uring_stream.hpp"
 #include "structmember.h"
 
 namespace cxxloop::bind {
@@ -87,9 +88,11 @@ enum class PipeMode : unsigned char { none, read, write };
 
 class Core final : public StreamHandler {
 public:
-    Core(PyObject* self, PyObject* loop, EventLoop* ev, PyObject* transport, int fd, bool is_socket)
-        : self_(self), loop_(Py_NewRef(loop)), transport_(Py_NewRef(transport)) {
-        stream.emplace(*ev, fd, *this, is_socket);
+    Core(PyObject* self, PyObject* loop, EventLoop* ev, PyObject* transport, int fd, bool is_socket, bool completions)
+        : self_(self), loop_(Py_NewRef(loop)), transport_(Py_NewRef(transport)), fd_(fd) {
+        // A socket stream on the io_uring engine is completion-based (uring_stream.hpp).
+        if (completions && UringStream::supported(*ev)) stream = std::make_unique<UringStream>(*ev, fd, *this);
+        else stream = std::make_unique<Stream>(*ev, fd, *this, is_socket);
     }
     ~Core() override {
         stream.reset();  // Unwatches and releases queued chunks (the GIL is held).
@@ -166,8 +169,22 @@ public:
             direct_next_ = Py_ssize_t(n) >= kDirectReadMin;
             // The pipe came full: now and then, see whether its capacity changed.
             if (Py_ssize_t(n) >= direct_size && ++full_reads_ % kCapacityCheckEvery == 0)
-                direct_size = pipe_read_size(stream->fd(), direct_size);
+                direct_size = pipe_read_size(fd_, direct_size);
         }
+        deliver(data, large);
+    }
+
+    // A completion-based stream's bytes go straight into the bytes object.
+    bool on_bytes(const char* p, size_t n) noexcept override {
+        if (buffered_ || conn_lost || !protocol_ || pipe == PipeMode::write) return false;
+        const bool large = n >= kLargeRead;
+        if (large) Py_CLEAR(g_last_large);
+        deliver(PyBytes_FromStringAndSize(p, Py_ssize_t(n)), large);
+        return true;
+    }
+
+    // Hands `data` (a new reference, or null with an exception set) to data_received.
+    void deliver(PyObject* data, bool large) noexcept {
         PyObject* r = data ? call_protocol(str_data_received, data) : nullptr;
         if (large && data) Py_XSETREF(g_last_large, Py_NewRef(data));
         Py_XDECREF(data);
@@ -199,8 +216,9 @@ public:
         if (pipe != PipeMode::write) call_transport("_maybe_resume_protocol", nullptr);
     }
     void on_drained() noexcept override {
-        if (empty_waiter || closing || pipe == PipeMode::write) call_transport("_write_drained", nullptr);
+        if (wants_drained()) call_transport("_write_drained", nullptr);
     }
+    bool wants_drained() const noexcept override { return empty_waiter || closing || pipe == PipeMode::write; }
     // A method called from Python reports SystemExit/KeyboardInterrupt by returning
     // null itself, so the flag that would abort the loop's iteration is dropped.
     PyObject* finish(PyObject* result) noexcept {
@@ -257,7 +275,7 @@ public:
 
     PyObject* transport() const noexcept { return transport_; }
 
-    std::optional<Stream> stream;
+    std::unique_ptr<ByteStream> stream;
     long conn_lost = 0;
     bool eof = false;
     bool closing = false;  // Mirrors the transport's _closing, for on_drained.
@@ -321,6 +339,7 @@ private:
     PyObject* self_;  // Borrowed: the Python object that owns this core.
     PyObject* loop_;
     PyObject* transport_;
+    int fd_;  // Not owned: the transport closes it.
     PyObject* protocol_ = nullptr;
     Py_buffer view_{};
     bool have_view_ = false;
@@ -625,7 +644,8 @@ PyObject* core_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     PyObject* self = type->tp_alloc(type, 0);
     if (!self) return nullptr;
     try {
-        reinterpret_cast<PyStreamCore*>(self)->core = new Core(self, loop, ev, transport, fd, is_socket);
+        reinterpret_cast<PyStreamCore*>(self)->core =
+            new Core(self, loop, ev, transport, fd, is_socket, is_socket && mode == PipeMode::none);
         Core* c = reinterpret_cast<PyStreamCore*>(self)->core;
         c->pipe = mode;
         // Only a pipe has a capacity; a read never brings more than that.

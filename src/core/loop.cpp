@@ -1,5 +1,6 @@
 // loop.cpp: the event loop core: one iteration, timers, fd registrations, wake-ups.
 #include "cxxloop/loop.hpp"
+#include "cxxloop/uring.hpp"
 
 #include <unistd.h>
 
@@ -222,7 +223,9 @@ bool EventLoop::run_io(Callback* cb) noexcept {
     n.queued = false;
     uint32_t events = n.events;
     n.events = 0;
-    // The handler may have been unwatched or re-registered since the report.
+    // A posted report (fd -1) stands for itself; a readiness report is void when the
+    // handler was unwatched or re-registered since.
+    if (n.fd < 0) return n.handler->on_io(-1, events);
     FdEntry* e = n.loop->entry(n.fd);
     if (!e || e->handler != n.handler) return true;
     events &= e->mask;
@@ -243,7 +246,15 @@ bool EventLoop::run_once() {
     // Timers whose deadline has passed join the ready queue after the I/O callbacks.
     queue_due_timers();
     // Run what is ready now; callbacks scheduled meanwhile wait for the next pass.
-    return run_ready();
+    in_callbacks_ = true;
+    const bool ok = run_ready();
+    in_callbacks_ = false;
+    // Completion operations the callbacks started go to the kernel with the next
+    // wait; a loop about to stop submits them now, or writes made before stopping
+    // would wait for the loop to run again.
+    if (completions_ && (stopping_ || !ok))
+        if (Uring* u = poller_->uring()) u->flush();
+    return ok;
 }
 
 bool EventLoop::run() {

@@ -456,13 +456,17 @@ def test_accept_emfile_pauses_and_retries(loop, expect_exception_handler_calls):
     server = run(loop, loop.create_server(lambda: ServerSide(loop, protos), HOST, 0))
     addr = server.sockets[0].getsockname()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    c = connect(addr)
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        # The lowest free fd number: a limit at it makes every new fd fail.
+        # The lowest free fd number: a limit at it makes every new fd fail. The
+        # connection is made only then: a completion-based loop (the proactor) may
+        # accept it in the kernel as soon as it arrives.
         probe = os.dup(0)
         os.close(probe)
         resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
         try:
+            c.settimeout(5)
+            c.connect(addr)
             run_until(loop, lambda: expect_exception_handler_calls.calls, timeout=5)
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

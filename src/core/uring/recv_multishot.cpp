@@ -37,6 +37,12 @@ std::error_code Uring::register_buf_ring(BufRing& br) noexcept {
     return r < 0 ? sys::make_error(-r) : std::error_code{};
 }
 
+BufRing* Uring::buf_ring(uint16_t group) noexcept {
+    for (auto& br : buf_rings_)
+        if (br->group_ == group) return br.get();
+    return nullptr;
+}
+
 BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std::error_code& ec) {
     ec = {};
     if (closed_ || !ring_) {

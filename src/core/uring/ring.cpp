@@ -89,6 +89,7 @@ void Uring::start(UringOp& op, UringOp::CompleteFn complete, io_uring_sqe* s) no
     io_uring_sqe_set_data64(s, uring::op_data(op));
     op.complete_ = complete;
     op.pending_ = true;
+    op.cancelling_ = false;
     op.prev_ = nullptr;
     op.next_ = head_;
     if (head_) head_->prev_ = &op;

@@ -1,4 +1,4 @@
-// send.cpp: sendmsg of an iovec array, resubmitted after short sends until all is sent.
+// send.cpp: send (one buffer) or sendmsg of an iovec array, resubmitted after short sends until all is sent.
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -28,7 +28,12 @@ std::error_code Uring::send(SendOp& op, int fd, std::span<const char> data, int 
 std::error_code Uring::submit_send(SendOp& op) noexcept {
     io_uring_sqe* s = sqe();
     if (!s) return std::make_error_code(closed_ ? std::errc::operation_canceled : std::errc::resource_unavailable_try_again);
-    io_uring_prep_sendmsg(s, op.fd_, &op.msg_, unsigned(op.flags_));
+    // One buffer (the common case: a message, or the rest of one) goes by a plain
+    // send, which spares the kernel copying and checking the msghdr and iovec array.
+    if (op.msg_.msg_iovlen == 1)
+        io_uring_prep_send(s, op.fd_, op.msg_.msg_iov->iov_base, op.msg_.msg_iov->iov_len, op.flags_);
+    else
+        io_uring_prep_sendmsg(s, op.fd_, &op.msg_, unsigned(op.flags_));
     start(op, &Uring::send_complete, s);
     return {};
 }
@@ -69,6 +74,12 @@ void Uring::send_complete(UringOp* base, Uring& ring, int res, uint32_t) noexcep
     // A stream socket takes what fits in its buffer and the kernel reports that much;
     // the rest goes out with the next entry (nothing else may send on this fd meanwhile).
     if (!advance(op.msg_, size_t(res)) && res > 0) {
+        if (op.cancelling_) {
+            // Cancelled between two parts: the fd may be closed (and its number
+            // reused) by now, so the rest is not sent.
+            op.on_send(-ECANCELED);
+            return;
+        }
         if (auto ec = ring.submit_send(op); !ec) return;
         else res = -ec.value();
     } else if (res == 0 && op.msg_.msg_iovlen) {

@@ -50,6 +50,8 @@ std::error_code Uring::connect(ConnectOp&, int, const sockaddr*, socklen_t) { re
 std::error_code Uring::cancel(UringOp&) { return unsupported(); }
 std::error_code Uring::cancel_fd(int) { return unsupported(); }
 std::error_code Uring::close_fd(int) { return unsupported(); }
+std::error_code Uring::cancel_fd_sync(int) { return unsupported(); }
+BufRing* Uring::buf_ring(uint16_t) noexcept { return nullptr; }
 size_t Uring::dispatch() noexcept { return 0; }
 void Uring::close() noexcept {}
 std::error_code Uring::after_fork() noexcept { return unsupported(); }

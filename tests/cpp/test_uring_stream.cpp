@@ -1,0 +1,371 @@
+// test_uring_stream.cpp: UringStream: delivery order, pause/resume, EOF, queued sends, errors, teardown.
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cxxloop/loop.hpp"
+#include "cxxloop/uring_stream.hpp"
+#include "test_util.hpp"
+
+using namespace cxxloop;
+using namespace cxxloop::test;
+
+namespace {
+
+/// Records what a stream reports, and the loop's holds on it.
+struct Recorder : StreamHandler {
+    std::string data;
+    char buf[4096];
+    size_t buf_size = sizeof buf;
+    int eofs = 0, errors = 0, pauses = 0, resumes = 0, drains = 0, loop_closed = 0, holds = 0;
+    std::error_code last_error;
+    bool error_while_writing = false;
+    std::vector<std::string>* order = nullptr;
+    std::function<void()> on_data_hook;
+
+    std::span<char> read_buffer(size_t) noexcept override { return {buf, buf_size}; }
+    void on_read(size_t n) noexcept override {
+        data.append(buf, n);
+        if (order) order->push_back("data");
+        if (on_data_hook) on_data_hook();
+    }
+    void on_eof() noexcept override { ++eofs; }
+    void on_error(std::error_code ec, bool writing) noexcept override {
+        ++errors;
+        last_error = ec;
+        error_while_writing = writing;
+    }
+    void on_pause_writing() noexcept override { ++pauses; }
+    void on_resume_writing() noexcept override { ++resumes; }
+    void on_drained() noexcept override { ++drains; }
+    void retain() noexcept override { ++holds; }
+    void release() noexcept override { --holds; }
+    void on_loop_closed() noexcept override { ++loop_closed; }
+};
+
+/// A chunk over a std::string owned by the test, counting its release.
+struct Owned {
+    std::string bytes;
+    int released = 0;
+    WriteChunk chunk() {
+        return {bytes.data(), bytes.size(), this, [](void* o) noexcept { ++static_cast<Owned*>(o)->released; }};
+    }
+};
+
+std::string read_some(int fd, size_t want, int ms = 2000) {
+    std::string out;
+    while (out.size() < want) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, ms) != 1) break;
+        char b[65536];
+        ssize_t n = ::read(fd, b, sizeof b);
+        if (n <= 0) break;
+        out.append(b, size_t(n));
+    }
+    return out;
+}
+
+class UringStreamTest : public ::testing::Test {
+protected:
+    std::unique_ptr<EventLoop> loop;
+    Fd ours, peer;
+
+    void SetUp() override {
+        if (auto why = unavailable_reason("uring"); !why.empty()) GTEST_SKIP() << why;
+        loop = std::make_unique<EventLoop>(make_poller("uring"));
+        if (!UringStream::supported(*loop)) GTEST_SKIP() << "no provided-buffer rings here";
+        auto [a, b] = socket_pair();
+        ours = std::move(a);
+        peer = std::move(b);
+    }
+
+    template <class Pred>
+    bool run_until(Pred done, double limit = 5.0) {
+        const double end = loop->time() + limit;
+        while (!done() && loop->time() < end) {
+            TimerRef guard = loop->call_later(0.02, [] {});
+            loop->run_once();
+            loop->cancel(guard);
+        }
+        return done();
+    }
+    void spin(int n = 5) {
+        for (int i = 0; i < n; ++i) {
+            TimerRef guard = loop->call_later(0.005, [] {});
+            loop->run_once();
+            loop->cancel(guard);
+        }
+    }
+};
+
+TEST_F(UringStreamTest, DeliversInTheReadyPhaseAfterEarlierCallbacks) {
+    Recorder r;
+    std::vector<std::string> order;
+    r.order = &order;
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    EXPECT_TRUE(s.registered());
+    spin(1);  // The receive is submitted.
+    ASSERT_EQ(::write(peer.get(), "hello", 5), 5);
+    // A callback queued before the wait that collects the data runs before it, as a
+    // reader's handle queued after it would in asyncio.
+    loop->call_soon([&] { order.push_back("soon"); });
+    ASSERT_TRUE(run_until([&] { return r.data == "hello"; }));
+    ASSERT_EQ(order.size(), 2u);
+    EXPECT_EQ(order[0], "soon");
+    EXPECT_EQ(order[1], "data");
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered() && r.holds == 0; }));
+}
+
+TEST_F(UringStreamTest, PauseKeepsWhatArrivedAndResumeDeliversIt) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    spin(1);
+    // Data arrives while the receive is in flight; reading stops before delivery.
+    ASSERT_EQ(::write(peer.get(), "abc", 3), 3);
+    r.on_data_hook = [&] { s.stop_reading(); };
+    ASSERT_TRUE(run_until([&] { return r.data == "abc"; }));
+    ASSERT_EQ(::write(peer.get(), "def", 3), 3);
+    spin(5);
+    EXPECT_EQ(r.data, "abc");  // Nothing is delivered while paused...
+    EXPECT_FALSE(s.reading());
+    r.on_data_hook = nullptr;
+    ASSERT_FALSE(s.start_reading());  // ...and everything after resuming, in order.
+    ASSERT_TRUE(run_until([&] { return r.data == "abcdef"; }));
+    ASSERT_EQ(::write(peer.get(), "g", 1), 1);
+    ASSERT_TRUE(run_until([&] { return r.data == "abcdefg"; }));
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered(); }));
+}
+
+TEST_F(UringStreamTest, EofComesAfterTheDataBeforeIt) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_EQ(::write(peer.get(), "tail", 4), 4);
+    ASSERT_EQ(::shutdown(peer.get(), SHUT_WR), 0);
+    ASSERT_TRUE(run_until([&] { return r.eofs == 1; }));
+    EXPECT_EQ(r.data, "tail");
+    EXPECT_FALSE(s.reading());
+    EXPECT_FALSE(s.registered());
+    // The write side still works after the peer's EOF.
+    Owned o{"reply"};
+    ASSERT_FALSE(s.write(o.chunk()));
+    EXPECT_EQ(read_some(peer.get(), 5), "reply");
+    EXPECT_EQ(r.holds, 0);
+}
+
+TEST_F(UringStreamTest, AnswersFromADeliveryGoOutWithTheNextWait) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    Owned answer{"pong"};
+    r.on_data_hook = [&] {
+        ASSERT_FALSE(s.write(answer.chunk()));
+        // Queued for the SendOp, not sent by a syscall of its own.
+        EXPECT_EQ(s.write_buffer_size(), 4u);
+        EXPECT_TRUE(s.flushing());
+    };
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_EQ(::write(peer.get(), "ping", 4), 4);
+    ASSERT_TRUE(run_until([&] { return answer.released == 1; }));
+    EXPECT_EQ(read_some(peer.get(), 4), "pong");
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    EXPECT_EQ(r.drains, 1);
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered(); }));
+}
+
+TEST_F(UringStreamTest, WritesFromOutsideTheLoopGoAtOnce) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    Owned o{"now"};
+    ASSERT_FALSE(s.write(o.chunk()));
+    EXPECT_EQ(o.released, 1);  // Sent by send(2) before write() returned.
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    EXPECT_FALSE(s.registered());
+    EXPECT_EQ(read_some(peer.get(), 3), "now");
+}
+
+TEST_F(UringStreamTest, ALoopThatStopsSubmitsTheWritesOfItsLastPass) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    Owned o{"before stop"};
+    loop->call_soon([&] {
+        ASSERT_FALSE(s.write(o.chunk()));
+        EXPECT_EQ(s.write_buffer_size(), o.bytes.size());  // Deferred to the ring.
+        loop->stop();
+    });
+    loop->run();
+    // The loop is not running now, and the peer gets the bytes all the same.
+    EXPECT_EQ(read_some(peer.get(), o.bytes.size()), o.bytes);
+    ASSERT_TRUE(run_until([&] { return o.released == 1 && !s.registered(); }));
+}
+
+TEST_F(UringStreamTest, LargeWritesPauseAndResumeTheWriterAndArriveWhole) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    std::vector<std::unique_ptr<Owned>> chunks;
+    std::string want;
+    for (int i = 0; i < 64; ++i) {
+        chunks.push_back(std::make_unique<Owned>(Owned{std::string(64 * 1024, char('a' + i % 26))}));
+        want += chunks.back()->bytes;
+        ASSERT_FALSE(s.write(chunks.back()->chunk()));
+    }
+    EXPECT_EQ(r.pauses, 1);
+    std::string got;
+    ASSERT_TRUE(run_until([&] {
+        char b[65536];
+        ssize_t n;
+        while ((n = ::recv(peer.get(), b, sizeof b, MSG_DONTWAIT)) > 0) got.append(b, size_t(n));
+        return got.size() == want.size();
+    }, 10.0));
+    EXPECT_TRUE(got == want);
+    ASSERT_TRUE(run_until([&] { return r.drains == 1; }));
+    EXPECT_EQ(r.resumes, 1);
+    for (auto& c : chunks) EXPECT_EQ(c->released, 1);
+    s.abort();
+}
+
+TEST_F(UringStreamTest, ShutdownWriteWaitsForTheQueue) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    std::string big(4 << 20, 'z');
+    Owned o{big};
+    ASSERT_FALSE(s.write(o.chunk()));
+    ASSERT_GT(s.write_buffer_size(), 0u);
+    ASSERT_FALSE(s.shutdown_write());
+    EXPECT_EQ(s.write(Owned{"late"}.chunk()), std::errc::broken_pipe);
+    std::string got;
+    bool eof = false;
+    ASSERT_TRUE(run_until([&] {
+        char b[65536];
+        ssize_t n;
+        while ((n = ::recv(peer.get(), b, sizeof b, MSG_DONTWAIT)) > 0) got.append(b, size_t(n));
+        if (n == 0) eof = true;
+        return eof;
+    }, 10.0));
+    EXPECT_EQ(got.size(), big.size());
+    EXPECT_EQ(o.released, 1);
+}
+
+TEST_F(UringStreamTest, AbortWithASendInFlightReleasesAndClosesAtOnce) {
+    Recorder r;
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    ASSERT_FALSE(s->start_reading());
+    std::string big(8 << 20, 'q');  // More than the socket buffers hold.
+    Owned o{big};
+    ASSERT_FALSE(s->write(o.chunk()));
+    spin(2);
+    ASSERT_TRUE(s->registered());
+    s->abort();
+    EXPECT_EQ(s->write_buffer_size(), 0u);
+    // The kernel has let go of the socket: closing the fd closes it, now.
+    ours.reset();
+    std::string got = read_some(peer.get(), big.size(), 500);
+    EXPECT_LT(got.size(), big.size());
+    ASSERT_TRUE(run_until([&] { return !s->registered(); }));
+    EXPECT_EQ(o.released, 1);
+    EXPECT_EQ(r.errors, 0);
+    ASSERT_TRUE(run_until([&] { return r.holds == 0; }));
+    s.reset();
+}
+
+TEST_F(UringStreamTest, PeerResetIsAReadError) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    linger lg{1, 0};
+    ASSERT_EQ(::setsockopt(peer.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    ASSERT_EQ(::write(ours.get(), "x", 1), 1);  // Unread data makes close() send RST.
+    peer.reset();
+    ASSERT_TRUE(run_until([&] { return r.errors + r.eofs > 0; }));
+    if (r.errors) {
+        EXPECT_EQ(r.last_error, std::errc::connection_reset);
+        EXPECT_FALSE(r.error_while_writing);
+    }
+    ASSERT_TRUE(run_until([&] { return !s.registered(); }));
+}
+
+TEST_F(UringStreamTest, WriteToAClosedPeerIsAWriteError) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    peer.reset();
+    Owned a{"one"}, b{"two"};
+    // The first write fails at once (EPIPE); one made while a send is queued fails
+    // when the send completes. Either way each chunk is released once.
+    bool wrote_b = false;
+    if (!s.write(a.chunk())) {
+        s.write(b.chunk());
+        wrote_b = true;
+    }
+    ASSERT_TRUE(run_until([&] { return r.errors == 1; }));
+    EXPECT_TRUE(r.error_while_writing);
+    EXPECT_TRUE(r.last_error == std::errc::broken_pipe || r.last_error == std::errc::connection_reset);
+    EXPECT_EQ(a.released, 1);
+    EXPECT_EQ(b.released, wrote_b ? 1 : 0);
+}
+
+TEST_F(UringStreamTest, ClosingTheLoopReportsToTheOwnerOnce) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    std::string big(8 << 20, 'w');
+    Owned o{big};
+    ASSERT_FALSE(s.write(o.chunk()));
+    spin(2);
+    ASSERT_TRUE(s.registered());
+    loop->close();
+    EXPECT_FALSE(s.registered());
+    EXPECT_EQ(r.loop_closed, 1);
+    EXPECT_EQ(o.released, 1);
+    EXPECT_EQ(r.holds, 0);
+    // Calls after the close fail cleanly.
+    EXPECT_TRUE(s.start_reading());
+    EXPECT_EQ(s.write(Owned{"x"}.chunk()), std::errc::broken_pipe);
+}
+
+TEST_F(UringStreamTest, ManyStreamsShareTheBufferRing) {
+    constexpr int kStreams = 40;
+    std::vector<std::pair<Fd, Fd>> pairs;
+    std::vector<std::unique_ptr<Recorder>> recs;
+    std::vector<std::unique_ptr<UringStream>> streams;
+    for (int i = 0; i < kStreams; ++i) {
+        pairs.push_back(socket_pair());
+        recs.push_back(std::make_unique<Recorder>());
+        streams.push_back(std::make_unique<UringStream>(*loop, pairs.back().first.get(), *recs.back()));
+        ASSERT_FALSE(streams.back()->start_reading());
+    }
+    // Enough bytes to run the shared ring dry: receives that get ENOBUFS start again.
+    std::string blob(256 * 1024, 'b');
+    for (int round = 0; round < 4; ++round) {
+        for (auto& p : pairs) {
+            ssize_t n = ::send(p.second.get(), blob.data(), blob.size(), MSG_DONTWAIT);
+            if (round == 0) {
+                ASSERT_GT(n, 0);
+            }
+        }
+        spin(2);
+    }
+    for (auto& p : pairs) ::shutdown(p.second.get(), SHUT_WR);
+    ASSERT_TRUE(run_until([&] {
+        for (auto& r : recs)
+            if (r->eofs == 0) return false;
+        return true;
+    }, 10.0));
+    for (auto& s : streams) s->abort();
+    ASSERT_TRUE(run_until([&] {
+        for (auto& s : streams)
+            if (s->registered()) return false;
+        return true;
+    }));
+}
+
+}  // namespace
