@@ -327,3 +327,13 @@ class DatagramTransport(selector_events._SelectorDatagramTransport, transports.D
             stock_sendto = super().sendto
             self.sendto = _core.DatagramSender(self, sock.fileno(), sock.family, stock_sendto)
         super().__init__(loop, sock, protocol, address, waiter, extra)
+
+    def _call_connection_lost(self, exc):
+        try:
+            super()._call_connection_lost(exc)
+        finally:
+            # The C reader and sender refer to the transport: dropping them ends that
+            # cycle, so a closed transport is freed at once, as asyncio's is (not only
+            # by the cyclic GC). A later sendto() is the stock method's.
+            self.__dict__.pop("_read_ready", None)
+            self.__dict__.pop("sendto", None)

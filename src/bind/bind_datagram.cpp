@@ -338,11 +338,14 @@ bool numeric_sockaddr(PyObject* addr, int family, sockaddr_storage* ss, socklen_
     PyObject* host = PyTuple_GET_ITEM(addr, 0);
     PyObject* port = PyTuple_GET_ITEM(addr, 1);
     if (!PyUnicode_Check(host) || !PyLong_CheckExact(port)) return false;
-    const char* h = PyUnicode_AsUTF8(host);
+    Py_ssize_t hlen;
+    const char* h = PyUnicode_AsUTF8AndSize(host, &hlen);
     if (!h) {
         PyErr_Clear();
         return false;
     }
+    // inet_pton would stop at a NUL; the socket module refuses such a host name.
+    if (std::strlen(h) != size_t(hlen)) return false;
     int overflow = 0;
     long p = PyLong_AsLongAndOverflow(port, &overflow);
     if (overflow || p < 0 || p > 65535) return false;

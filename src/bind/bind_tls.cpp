@@ -507,8 +507,12 @@ int do_read_copied(PyTLS* t) {
             Py_DECREF(first);
             if (!data) return -1;
         }
-        PyObject* r = t->app_protocol ? call1(t->app_protocol, str_data_received, data)
-                                      : PyObject_GetAttr(Py_None, str_data_received);
+        // A strong reference for the call, as asyncio's caller holds one: the
+        // callback may replace the app protocol (set_protocol) and drop the last one
+        // while a C method of it still runs.
+        PyObject* app = Py_XNewRef(t->app_protocol);
+        PyObject* r = app ? call1(app, str_data_received, data) : PyObject_GetAttr(Py_None, str_data_received);
+        Py_XDECREF(app);
         Py_DECREF(data);
         if (!r) return -1;
         Py_DECREF(r);

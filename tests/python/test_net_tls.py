@@ -806,3 +806,61 @@ def test_tls_protocol_methods_on_an_uninitialised_object_raise(loop):
                        ("_get_write_buffer_size", ()), ("_get_read_buffer_size", ())]:
         with pytest.raises(AttributeError):
             getattr(bare, name)(*args)
+
+
+def test_tls_app_protocol_stays_alive_while_its_data_received_runs(loop):
+    # A protocol whose data_received is a C method (here list.index, which compares
+    # the items with the data) and which is replaced inside that call: asyncio's
+    # sslproto keeps the protocol alive until the call returns; its C method must not
+    # run on a freed object.
+    import weakref
+
+    class Replacement(asyncio.Protocol):
+        data = b""
+        lost = False
+
+        def data_received(self, data):
+            self.data += data
+
+        def connection_lost(self, exc):
+            self.lost = True
+
+    replacement = Replacement()
+    seen = []
+
+    class Item:
+        def __eq__(self, other):
+            ref = P.ref
+            P.transport.set_protocol(replacement)
+            seen.append(ref() is not None)
+            return True
+
+    class P(list, asyncio.Protocol):
+        ref = transport = None
+        data_received = list.index
+
+        def connection_made(self, transport):
+            P.transport = transport
+
+    def make():
+        p = P([Item()])
+        P.ref = weakref.ref(p)
+        return p
+
+    server = tls_server(loop, EchoProtocol)
+    tr = None
+    try:
+        port = server.sockets[0].getsockname()[1]
+        tr = run(loop, loop.create_connection(make, HOST, port, ssl=client_ssl_context(),
+                                              server_hostname="localhost"))[0]
+        tr.write(b"ping")
+        run_until(loop, lambda: seen)
+        assert seen == [True]
+        tr.write(b"pong")
+        run_until(loop, lambda: replacement.data == b"pong")
+    finally:
+        P.transport = None
+        if tr is not None:
+            tr.close()
+            run_until(loop, lambda: replacement.lost)
+        close_server(loop, server)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_briefly
 from nethelpers import (
-    HOST, HOST6, PY313, RecordingDatagramProtocol, closed_port, needs_ipv6, run, run_until,
+    HOST, HOST6, PY313, RecordingDatagramProtocol, closed_port, has_ipv6, needs_ipv6, run, run_until,
 )
 
 pytestmark = pytest.mark.cxxloop_pending("network")
@@ -373,3 +373,37 @@ def test_exception_in_datagram_received_goes_to_handler(loop, udp_peer, expect_e
         run_until(loop, lambda: len(pr.datagrams) == 2)
     finally:
         close(loop, tr)
+
+
+@pytest.mark.parametrize("family_host", [(socket.AF_INET, HOST), (socket.AF_INET6, HOST6)])
+def test_a_closed_endpoint_is_freed_without_the_cyclic_gc(loop, family_host):
+    # asyncio's datagram transport is in no reference cycle once its connection is
+    # lost: dropping the last reference frees it, even with the cyclic GC off.
+    import gc
+    import weakref
+
+    family, host = family_host
+    if family == socket.AF_INET6 and not has_ipv6():
+        pytest.skip("::1 is not available")
+
+    class P(asyncio.DatagramProtocol):
+        lost = False
+
+        def connection_lost(self, exc):
+            self.lost = True
+
+    pr = P()
+    gc.collect()
+    gc.disable()
+    try:
+        tr, _ = run(loop, loop.create_datagram_endpoint(lambda: pr, local_addr=(host, 0)))
+        tr.sendto(b"x", tr.get_extra_info("sockname"))
+        run_briefly(loop)
+        tr.close()
+        run_until(loop, lambda: pr.lost)
+        ref = weakref.ref(tr)
+        del tr
+        run_briefly(loop)
+        assert ref() is None
+    finally:
+        gc.enable()

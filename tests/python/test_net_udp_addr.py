@@ -187,3 +187,19 @@ def _stock_outcome(addr):
         return raised, [type(e) for e in proto.errors]
     finally:
         loop.close()
+
+
+def test_sendto_a_host_with_a_nul_is_refused_as_asyncio_does(loop, expect_exception_handler_calls):
+    # The socket module refuses the host name (TypeError), which asyncio's sendto
+    # reports as a fatal error: nothing is sent to the address before the NUL.
+    tr, proto = _server(loop)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.bind((HOST, 0))
+        c.setblocking(False)
+        tr.sendto(b"x", (HOST + "\0junk", c.getsockname()[1]))
+        run_until(loop, lambda: proto.lost)
+        calls = expect_exception_handler_calls.take()
+        assert len(calls) == 1
+        assert isinstance(calls[0]["exception"], TypeError)
+        with pytest.raises(BlockingIOError):
+            c.recv(100)
