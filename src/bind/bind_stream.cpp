@@ -263,6 +263,22 @@ public:
         if (stream) stream->abort();
         Py_CLEAR(protocol_);
         sync_hold();
+        weaken_transport();
+    }
+
+    // The transport holds this core (its _c and the bound hot methods); once the
+    // stream is done nothing more comes from it, so the core keeps only a weak
+    // reference back. A closed transport is then freed as soon as its last user lets
+    // go, as asyncio's is, rather than waiting for the cyclic GC.
+    void weaken_transport() noexcept {
+        if (transport_weak_) return;
+        PyObject* ref = PyWeakref_NewRef(transport_, nullptr);
+        if (!ref) {  // Not weak-referenceable: keep the strong reference.
+            PyErr_Clear();
+            return;
+        }
+        Py_SETREF(transport_, ref);
+        transport_weak_ = true;
     }
 
     int traverse(visitproc visit, void* arg) {
@@ -273,7 +289,18 @@ public:
         return 0;
     }
 
-    PyObject* transport() const noexcept { return transport_; }
+    /// A new reference to the transport, or null once a weakly held one is gone.
+    PyObject* transport() const noexcept {
+        if (!transport_weak_) return Py_NewRef(transport_);
+#if PY_VERSION_HEX >= 0x030D0000
+        PyObject* t = nullptr;
+        if (PyWeakref_GetRef(transport_, &t) < 0) PyErr_Clear();
+        return t;
+#else
+        PyObject* t = PyWeakref_GetObject(transport_);
+        return t && t != Py_None ? Py_NewRef(t) : nullptr;
+#endif
+    }
 
     std::unique_ptr<ByteStream> stream;
     long conn_lost = 0;
@@ -313,7 +340,10 @@ private:
     // Calls transport.<name>(*args) (up to two); an exception leaves the loop when it
     // is SystemExit/KeyboardInterrupt and goes to the loop's handler otherwise.
     void call_transport(const char* name, PyObject* a, PyObject* b = nullptr) noexcept {
-        PyObject* r = PyObject_CallMethod(transport_, name, b ? "OO" : (a ? "O" : nullptr), a, b);
+        PyObject* tr = transport();
+        if (!tr) return;  // Gone after detach: nobody is left to tell.
+        PyObject* r = PyObject_CallMethod(tr, name, b ? "OO" : (a ? "O" : nullptr), a, b);
+        Py_DECREF(tr);
         if (r) {
             Py_DECREF(r);
             return;
@@ -326,7 +356,9 @@ private:
             abort_ = true;
             return;
         }
-        PyErr_WriteUnraisable(transport_);
+        PyObject* tr = transport();
+        PyErr_WriteUnraisable(tr ? tr : Py_None);
+        Py_XDECREF(tr);
     }
 
     void release_view() noexcept {
@@ -338,7 +370,8 @@ private:
 
     PyObject* self_;  // Borrowed: the Python object that owns this core.
     PyObject* loop_;
-    PyObject* transport_;
+    PyObject* transport_;  // Strong until detach(), then a weak reference.
+    bool transport_weak_ = false;
     int fd_;  // Not owned: the transport closes it.
     PyObject* protocol_ = nullptr;
     Py_buffer view_{};
@@ -393,7 +426,9 @@ Py_ssize_t data_length(PyObject* data) {
 
 bool lost_write(Core* c) {
     if (c->conn_lost >= kLogThreshold) {
-        PyObject* r = PyObject_CallMethod(c->transport(), "_warn_lost_write", nullptr);
+        PyObject* tr = c->transport();
+        PyObject* r = tr ? PyObject_CallMethod(tr, "_warn_lost_write", nullptr) : Py_NewRef(Py_None);
+        Py_XDECREF(tr);
         if (!r) return false;
         Py_DECREF(r);
     }

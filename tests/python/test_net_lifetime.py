@@ -34,6 +34,31 @@ def test_closed_transport_is_collected(loop):
         assert ref() is None
 
 
+# (Not abort(): stock asyncio's aborted transport waits for the cyclic GC itself.)
+@pytest.mark.parametrize("how", ["close", "peer_eof"])
+def test_closed_transport_is_freed_without_the_cyclic_gc(loop, how):
+    # asyncio's transport is freed as soon as nothing refers to it; a loop whose
+    # transport and C core refer to each other must break that cycle itself.
+    tr, pr, peer = _accepted(loop, lambda: RecordingProtocol(loop))
+    with peer:
+        ref = weakref.ref(tr)
+        tr.write(b"x")
+        assert recv_exactly(peer, 1) == b"x"
+        if how == "close":
+            tr.close()
+        else:
+            peer.shutdown(socket.SHUT_WR)
+        run_until(loop, lambda: pr.lost)
+        run_briefly(loop)
+        gc.collect()
+        gc.disable()
+        try:
+            del tr, pr
+            assert ref() is None
+        finally:
+            gc.enable()
+
+
 def test_transport_with_buffered_data_lives_until_flushed(loop):
     # close() with data still queued: the transport stays alive, unreferenced,
     # until the data is out and connection_lost has run.
