@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "cxxloop/loop.hpp"
+#include "cxxloop/ring.hpp"
 #include "cxxloop/stream.hpp"
 #include "cxxloop/uring.hpp"
 
@@ -129,7 +130,7 @@ private:
     bool eof_requested_ = false;
     bool eof_done_ = false;
     bool paused_ = false;
-    std::deque<WriteChunk> queue_;
+    Ring<WriteChunk> queue_;  // Allocates nothing until a write has to wait.
     size_t front_offset_ = 0;  // Bytes of queue_.front() already sent.
     size_t queued_ = 0;
     size_t inflight_ = 0;  // Bytes handed to the SendOp in flight.

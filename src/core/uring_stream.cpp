@@ -418,7 +418,7 @@ void UringStream::fail(std::error_code ec, bool writing) noexcept {
 void UringStream::drop_queue() noexcept {
     queued_ = 0;
     if (send_.pending()) return;  // The kernel may still read them: released on completion.
-    std::deque<WriteChunk> dropped;
+    Ring<WriteChunk> dropped;
     dropped.swap(queue_);
     front_offset_ = 0;
     inflight_ = 0;
