@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "syscall.hpp"
+#include "write_queue.hpp"
 
 namespace cxxloop {
 
@@ -15,11 +16,8 @@ namespace {
 constexpr size_t kReadSize = 256 * 1024;  // The hint given to read_buffer().
 constexpr int kMaxIov = 64;               // Chunks gathered into one writev/sendmsg.
 
-void release(const WriteChunk& c) noexcept {
-    if (c.release) c.release(c.owner);
-}
-
-bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
+using wq::release;
+using wq::would_block;
 }  // namespace
 
 Stream::Stream(EventLoop& loop, int fd, StreamHandler& handler, bool is_socket)
@@ -134,33 +132,12 @@ std::error_code Stream::write(WriteChunk c) {
 std::error_code Stream::flush_queue() noexcept {
     while (!queue_.empty() && !broken_ && !detached_) {
         ::iovec iov[kMaxIov];
-        int n = 0;
-        size_t offset = front_offset_, total = 0;
-        for (const WriteChunk& c : queue_) {
-            if (n == kMaxIov) break;
-            iov[n].iov_base = const_cast<char*>(c.data + offset);
-            iov[n].iov_len = c.size - offset;
-            total += iov[n].iov_len;
-            offset = 0;
-            ++n;
-        }
+        size_t total = 0;
+        const int n = wq::gather(queue_, front_offset_, iov, kMaxIov, total);
         ssize_t w = write_iov(iov, n);
         if (w < 0) return would_block(errno) ? std::error_code{} : sys::last_error();
         queued_ -= size_t(w);
-        size_t left = size_t(w);
-        while (left > 0 && !queue_.empty()) {
-            WriteChunk& front = queue_.front();
-            size_t avail = front.size - front_offset_;
-            if (left < avail) {
-                front_offset_ += left;
-                break;
-            }
-            left -= avail;
-            front_offset_ = 0;
-            WriteChunk done = front;
-            queue_.pop_front();
-            release(done);  // May run the owner's code: the state is consistent here.
-        }
+        wq::consume(queue_, front_offset_, size_t(w));  // The state is consistent here.
         if (size_t(w) < total) break;  // The kernel buffer is full.
     }
     return {};
@@ -246,11 +223,9 @@ void Stream::fail(std::error_code ec, bool writing) noexcept {
 }
 
 void Stream::drop_queue() noexcept {
-    Ring<WriteChunk> dropped;  // Released after the state is reset: a release may re-enter.
-    dropped.swap(queue_);
     queued_ = 0;
     front_offset_ = 0;
-    for (const WriteChunk& c : dropped) release(c);
+    wq::drop(queue_);  // After the state is reset: a release may re-enter.
 }
 
 void Stream::abort() noexcept {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "syscall.hpp"
+#include "write_queue.hpp"
 
 namespace cxxloop {
 
@@ -23,11 +24,8 @@ constexpr uint16_t kGroup = 0x5c;
 constexpr uint32_t kBufCount = 64;
 constexpr uint32_t kBufSize = 16 * 1024;
 
-void release(const WriteChunk& c) noexcept {
-    if (c.release) c.release(c.owner);
-}
-
-bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
+using wq::release;
+using wq::would_block;
 
 }  // namespace
 
@@ -196,16 +194,8 @@ std::error_code UringStream::write(WriteChunk c) {
 std::error_code UringStream::start_send() noexcept {
     Uring* r = ring();
     if (!r) return std::make_error_code(std::errc::bad_file_descriptor);
-    int n = 0;
-    size_t offset = front_offset_, total = 0;
-    for (const WriteChunk& c : queue_) {
-        if (n == kMaxIov) break;
-        iov_[n].iov_base = const_cast<char*>(c.data + offset);
-        iov_[n].iov_len = c.size - offset;
-        total += iov_[n].iov_len;
-        offset = 0;
-        ++n;
-    }
+    size_t total = 0;
+    const int n = wq::gather(queue_, front_offset_, iov_, kMaxIov, total);
     inflight_ = total;
     return r->send(send_, fd_, iov_, size_t(n));
 }
@@ -240,19 +230,7 @@ bool UringStream::finish_send_now() noexcept {
 // Drops the first `n` queued bytes, releasing the chunks they finish.
 void UringStream::consume(size_t n) noexcept {
     queued_ -= n;
-    while (n > 0 && !queue_.empty()) {
-        WriteChunk& front = queue_.front();
-        const size_t avail = front.size - front_offset_;
-        if (n < avail) {
-            front_offset_ += n;
-            return;
-        }
-        n -= avail;
-        front_offset_ = 0;
-        WriteChunk done = front;
-        queue_.pop_front();
-        release(done);
-    }
+    wq::consume(queue_, front_offset_, n);
 }
 
 void UringStream::finish_send() noexcept {
@@ -418,11 +396,9 @@ void UringStream::fail(std::error_code ec, bool writing) noexcept {
 void UringStream::drop_queue() noexcept {
     queued_ = 0;
     if (send_.pending()) return;  // The kernel may still read them: released on completion.
-    Ring<WriteChunk> dropped;
-    dropped.swap(queue_);
     front_offset_ = 0;
     inflight_ = 0;
-    for (const WriteChunk& c : dropped) release(c);
+    wq::drop(queue_);
 }
 
 void UringStream::abort() noexcept {
