@@ -65,6 +65,25 @@ public:
     virtual void on_loop_closed() noexcept {}
 };
 
+/// A write queue's flow control, asyncio's rule: pause the writer when the queue
+/// goes above `high`, resume it when it is back at or below `low`.
+struct WaterMarks {
+    size_t high = 64 * 1024;
+    size_t low = 16 * 1024;
+    bool paused = false;
+    /// Whether `queued` bytes just crossed above high (the writer is now paused).
+    bool pause_due(size_t queued) noexcept {
+        if (paused || queued <= high) return false;
+        return paused = true;
+    }
+    /// Whether `queued` bytes just came down to low (the writer may resume).
+    bool resume_due(size_t queued) noexcept {
+        if (!paused || queued > low) return false;
+        paused = false;
+        return true;
+    }
+};
+
 /// What a stream transport's owner drives: the readiness-based Stream below, and the
 /// completion-based UringStream of the io_uring engine (cxxloop/uring_stream.hpp).
 /// Both report to a StreamHandler and keep the same contract.
@@ -121,9 +140,9 @@ public:
     size_t write_buffer_size() const noexcept override { return queued_; }
     /// Sets the water marks (low <= high) and pauses or resumes the writer to match.
     void set_write_limits(size_t high, size_t low) noexcept override;
-    size_t high_water() const noexcept { return high_; }
-    size_t low_water() const noexcept { return low_; }
-    bool writing_paused() const noexcept { return paused_; }
+    size_t high_water() const noexcept { return flow_.high; }
+    size_t low_water() const noexcept { return flow_.low; }
+    bool writing_paused() const noexcept { return flow_.paused; }
 
     /// Shuts down the write side (SHUT_WR) once the queue is flushed.
     std::error_code shutdown_write() override;
@@ -163,12 +182,10 @@ private:
     bool detached_ = false;
     bool eof_requested_ = false;
     bool eof_done_ = false;
-    bool paused_ = false;
     Ring<WriteChunk> queue_;  // Allocates nothing until a write has to wait.
     size_t front_offset_ = 0;  // Bytes of queue_.front() already written.
     size_t queued_ = 0;
-    size_t high_ = 64 * 1024;
-    size_t low_ = 16 * 1024;
+    WaterMarks flow_;
 };
 
 }  // namespace cxxloop

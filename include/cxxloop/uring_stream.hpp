@@ -129,15 +129,13 @@ private:
     bool detached_ = false;
     bool eof_requested_ = false;
     bool eof_done_ = false;
-    bool paused_ = false;
     Ring<WriteChunk> queue_;  // Allocates nothing until a write has to wait.
     size_t front_offset_ = 0;  // Bytes of queue_.front() already sent.
     size_t queued_ = 0;
     size_t inflight_ = 0;  // Bytes handed to the SendOp in flight.
     static constexpr int kMaxIov = 64;
     ::iovec iov_[kMaxIov];
-    size_t high_ = 64 * 1024;
-    size_t low_ = 16 * 1024;
+    WaterMarks flow_;
 };
 
 }  // namespace cxxloop

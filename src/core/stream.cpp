@@ -175,23 +175,17 @@ std::error_code Stream::shutdown_write() {
 }
 
 void Stream::set_write_limits(size_t high, size_t low) noexcept {
-    high_ = high;
-    low_ = low;
+    flow_.high = high;
+    flow_.low = low;
     maybe_pause();
 }
 
 void Stream::maybe_pause() noexcept {
-    if (!paused_ && queued_ > high_) {
-        paused_ = true;
-        handler_.on_pause_writing();
-    }
+    if (flow_.pause_due(queued_)) handler_.on_pause_writing();
 }
 
 void Stream::maybe_resume() noexcept {
-    if (paused_ && queued_ <= low_) {
-        paused_ = false;
-        handler_.on_resume_writing();
-    }
+    if (flow_.resume_due(queued_)) handler_.on_resume_writing();
 }
 
 // --- events, errors and teardown -----------------------------------------------------

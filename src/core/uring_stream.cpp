@@ -159,7 +159,7 @@ std::error_code UringStream::write(WriteChunk c) {
         // wait (or the submission of a loop that stops), batched with the other
         // connections'; from outside (the loop may not even be running) they go at
         // once, as asyncio's write() does. A deferred write never pauses the writer.
-        const bool defer = loop_.in_callbacks() && c.size <= high_ && ring();
+        const bool defer = loop_.in_callbacks() && c.size <= flow_.high && ring();
         if (!defer) {
             ssize_t n = send_now(c.data, c.size);
             if (n < 0) {
@@ -214,7 +214,7 @@ void UringStream::Send::on_send(int res) noexcept {
 // started here, and no report is queued. Returns false, with nothing done, otherwise.
 bool UringStream::finish_send_now() noexcept {
     const size_t after = queued_ - inflight_;
-    if (paused_ && after <= low_) return false;
+    if (flow_.paused && after <= flow_.low) return false;
     if (after == 0 && (eof_requested_ || handler_.wants_drained() || !recv_.pending())) return false;
     consume(inflight_);
     inflight_ = 0;
@@ -278,23 +278,17 @@ std::error_code UringStream::shutdown_write() {
 }
 
 void UringStream::set_write_limits(size_t high, size_t low) noexcept {
-    high_ = high;
-    low_ = low;
+    flow_.high = high;
+    flow_.low = low;
     maybe_pause();
 }
 
 void UringStream::maybe_pause() noexcept {
-    if (!paused_ && queued_ > high_) {
-        paused_ = true;
-        handler_.on_pause_writing();
-    }
+    if (flow_.pause_due(queued_)) handler_.on_pause_writing();
 }
 
 void UringStream::maybe_resume() noexcept {
-    if (paused_ && queued_ <= low_) {
-        paused_ = false;
-        handler_.on_resume_writing();
-    }
+    if (flow_.resume_due(queued_)) handler_.on_resume_writing();
 }
 
 // --- delivery -------------------------------------------------------------------------
