@@ -9,37 +9,13 @@
 #include <vector>
 
 #include "cxxloop/stream.hpp"
+#include "stream_recorder.hpp"
 #include "test_util.hpp"
 
 using namespace cxxloop;
 using namespace cxxloop::test;
 
 namespace {
-
-/// Records what a Stream reports and counts chunk releases.
-struct Recorder : StreamHandler {
-    std::string data;
-    char buf[4096];
-    int eofs = 0, errors = 0, pauses = 0, resumes = 0, drains = 0;
-    std::error_code last_error;
-    bool error_while_writing = false;
-    std::function<void()> on_data_hook;
-
-    std::span<char> read_buffer(size_t) noexcept override { return {buf, sizeof buf}; }
-    void on_read(size_t n) noexcept override {
-        data.append(buf, n);
-        if (on_data_hook) on_data_hook();
-    }
-    void on_eof() noexcept override { ++eofs; }
-    void on_error(std::error_code ec, bool writing) noexcept override {
-        ++errors;
-        last_error = ec;
-        error_while_writing = writing;
-    }
-    void on_pause_writing() noexcept override { ++pauses; }
-    void on_resume_writing() noexcept override { ++resumes; }
-    void on_drained() noexcept override { ++drains; }
-};
 
 /// A chunk over a std::string owned by the test, counting its release.
 struct Owned {

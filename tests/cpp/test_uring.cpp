@@ -116,15 +116,7 @@ protected:
     /// Runs iterations until `done()` or `limit` seconds pass; a guard timer keeps each
     /// iteration short, so a bug fails the test instead of hanging it.
     template <class Pred>
-    bool run_until(Pred done, double limit = 5.0) {
-        const double end = loop->time() + limit;
-        while (!done() && loop->time() < end) {
-            TimerRef guard = loop->call_later(0.02, [] {});
-            loop->run_once();
-            loop->cancel(guard);
-        }
-        return done();
-    }
+    bool run_until(Pred done, double limit = 5.0) { return run_loop_until(*loop, done, limit); }
 };
 
 }  // namespace

@@ -70,6 +70,19 @@ inline std::unique_ptr<Poller> make_test_poller(const char* name) {
     return make_poller(unavailable_reason(name).empty() ? name : "poll");
 }
 
+/// Runs `loop` until `done()` or `limit` seconds pass; a guard timer keeps each
+/// iteration short, so a bug fails the test instead of hanging it.
+template <class Pred>
+bool run_loop_until(EventLoop& loop, Pred done, double limit = 5.0) {
+    const double end = loop.time() + limit;
+    while (!done() && loop.time() < end) {
+        TimerRef guard = loop.call_later(0.02, [] {});
+        loop.run_once();
+        loop.cancel(guard);
+    }
+    return done();
+}
+
 /// A fixture with a loop on the backend named by the test's parameter, skipped where
 /// that backend cannot run here.
 class BackendLoopTest : public ::testing::TestWithParam<const char*> {
