@@ -55,6 +55,7 @@ class CoreState:
     """asyncio's `_closing` and `_conn_lost` of a transport, kept in its StreamCore
     (`self._c`) where the hot paths read them."""
 
+    __slots__ = ()
     _c = None
 
     @property
@@ -79,6 +80,8 @@ class CoreReading:
     StreamCore (`self._c`), with asyncio's rules: pausing a closing or paused
     transport, or resuming one that is not paused, does nothing. The class provides
     `_start_reading()`."""
+
+    __slots__ = ()
 
     def is_reading(self):
         return not self._closing and not self._paused
@@ -107,11 +110,16 @@ class SocketTransport(CoreState, CoreReading, transports._FlowControlMixin, tran
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
-    # Read by __del__ and __repr__: set before anything in __init__ can fail.
-    _sock = None
-    _c = None
+    # Slots for every attribute the transport sets, so that no instance dictionary is
+    # made unless someone else adds an attribute (the dictionary is still there for that).
+    __slots__ = ("_sock", "_sock_fd", "_c", "write", "writelines", "is_closing",
+                 "_protocol_connected", "_protocol", "_server", "_paused",
+                 "__dict__", "__weakref__")
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        # Read by __del__ and __repr__: set before anything in __init__ can fail.
+        self._sock = None
+        self._c = None
         super().__init__(extra, loop)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
@@ -179,9 +187,6 @@ class SocketTransport(CoreState, CoreReading, transports._FlowControlMixin, tran
 
     def get_protocol(self):
         return self._protocol
-
-    def is_closing(self):
-        return self._closing
 
     def _start_reading(self):
         if self.is_reading():

@@ -226,3 +226,21 @@ def test_many_connections_leave_no_transport_objects(loop, loop_kind, how):
         del tr, pr
     after = {n: _live(n) for n in names}
     assert after == before
+
+
+def test_transport_takes_attributes_and_keeps_its_own_in_slots(loop, loop_kind):
+    # A stream transport accepts attributes the user sets, as asyncio's does; cxxloop's
+    # keeps its own state in slots, so an idle connection carries no instance dict.
+    tr, pr, peer = _accepted(loop, lambda: RecordingProtocol(loop))
+    with peer:
+        if loop_kind != "asyncio":
+            assert tr.__dict__ == {}
+        tr.user_tag = "mine"
+        assert tr.user_tag == "mine"
+        assert tr.is_closing() is False
+        tr.write(b"x")
+        assert recv_exactly(peer, 1) == b"x"
+        tr.close()
+        assert tr.is_closing() is True
+        run_until(loop, lambda: pr.lost)
+        assert tr.user_tag == "mine"
