@@ -194,10 +194,19 @@ std::error_code UringStream::write(WriteChunk c) {
 std::error_code UringStream::start_send() noexcept {
     Uring* r = ring();
     if (!r) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (queue_.size() == 1) {
+        const WriteChunk& c = queue_.front();
+        inflight_ = c.size - front_offset_;
+        return r->send(send_, fd_, std::span<const char>(c.data + front_offset_, inflight_));
+    }
+    if (!iov_) {
+        iov_.reset(new (std::nothrow) ::iovec[kMaxIov]);
+        if (!iov_) return std::make_error_code(std::errc::not_enough_memory);
+    }
     size_t total = 0;
-    const int n = wq::gather(queue_, front_offset_, iov_, kMaxIov, total);
+    const int n = wq::gather(queue_, front_offset_, iov_.get(), kMaxIov, total);
     inflight_ = total;
-    return r->send(send_, fd_, iov_, size_t(n));
+    return r->send(send_, fd_, iov_.get(), size_t(n));
 }
 
 void UringStream::Send::on_send(int res) noexcept {
@@ -231,6 +240,7 @@ bool UringStream::finish_send_now() noexcept {
 void UringStream::consume(size_t n) noexcept {
     queued_ -= n;
     wq::consume(queue_, front_offset_, n);
+    if (queue_.empty() && !send_.pending()) iov_.reset();
 }
 
 void UringStream::finish_send() noexcept {
@@ -392,6 +402,7 @@ void UringStream::drop_queue() noexcept {
     if (send_.pending()) return;  // The kernel may still read them: released on completion.
     front_offset_ = 0;
     inflight_ = 0;
+    iov_.reset();
     wq::drop(queue_);
 }
 
