@@ -89,7 +89,8 @@ private:
         std::unique_ptr<char[]> copy;
     };
 
-    Uring* ring() noexcept { return loop_.uring(); }
+    // The engine, null once the loop is closed (it goes with the loop's poller).
+    Uring* ring() noexcept { return loop_.closed() ? nullptr : uring_; }
     /// A send is in flight, or its result waits for delivery.
     bool sending() const noexcept { return send_.pending() || send_done_; }
     const char* chunk_data(const Chunk& c) noexcept;
@@ -114,6 +115,7 @@ private:
 
     EventLoop& loop_;
     StreamHandler& handler_;
+    Uring* uring_ = nullptr;  // Cached: EventLoop::uring() asks the poller (a virtual call).
     BufRing* bufs_ = nullptr;
     int fd_;
     Recv recv_;

@@ -41,7 +41,8 @@ UringStream::UringStream(EventLoop& loop, int fd, StreamHandler& handler) : loop
     if (!supported(loop))
         throw std::system_error(std::make_error_code(std::errc::function_not_supported),
                                 "io_uring cannot receive into a buffer ring here");
-    bufs_ = loop.uring()->buf_ring(kGroup);
+    uring_ = loop.uring();
+    bufs_ = uring_->buf_ring(kGroup);
     if (auto ec = sys::set_nonblocking(fd_)) throw std::system_error(ec, "cannot make the stream non-blocking");
     recv_.s = this;
     send_.s = this;
@@ -224,7 +225,7 @@ void UringStream::Send::on_send(int res) noexcept {
 bool UringStream::finish_send_now() noexcept {
     const size_t after = queued_ - inflight_;
     if (flow_.paused && after <= flow_.low) return false;
-    if (after == 0 && (eof_requested_ || handler_.wants_drained() || !recv_.pending())) return false;
+    if (after == 0 && (!recv_.pending() || eof_requested_ || handler_.wants_drained())) return false;
     consume(inflight_);
     inflight_ = 0;
     if (!queue_.empty())
