@@ -434,7 +434,7 @@ def parse_strace_counts(text):
 def count_syscalls(wl, loop, opts, tmpdir, serial):
     """The server's system calls per message over a fixed message count: strace -c -f
     attached to a fresh server (after a warm-up, so start-up is not counted) while the
-    client exchanges opts.syscalls messages. strace slows the server down; the counts,
+    client exchanges opts.syscalls messages (HTTP: what wrk completes in the run). strace slows the server down; the counts,
     not the times, are the result."""
     cmd = _server_command(wl, loop, opts, tmpdir, serial)
     out_path = os.path.join(tmpdir, "strace-%d.txt" % serial)
@@ -454,7 +454,12 @@ def count_syscalls(wl, loop, opts, tmpdir, serial):
             time.sleep(0.5)  # Attaching to every thread takes a moment.
             if tracer.poll() is not None:
                 raise MeasureError("strace could not attach: %s" % tracer.stderr.read().decode().strip()[-200:])
-            ccmd = client_command(wl, where, opts.conns, 600) + ["-n", str(opts.syscalls)]
+            if wl.client == "wrk":
+                # wrk has no message count: it runs for the timed duration (at least
+                # 2 s), and the count is what it completed meanwhile.
+                ccmd = client_command(wl, where, opts.conns, max(2.0, opts.duration))
+            else:
+                ccmd = client_command(wl, where, opts.conns, 600) + ["-n", str(opts.syscalls)]
             out, err, rc = run_client(ccmd, opts.client_cpu, 600)
             res = parse_client(wl, out, err, rc)
         finally:
@@ -483,7 +488,7 @@ def run_syscalls(workloads, loops, opts, env, log):
     serial = 0
     try:
         for wl in workloads:
-            if wl.client == "wrk" or precheck(wl, env):
+            if precheck(wl, env):
                 continue
             row = {}
             log("%-20s syscalls" % wl.name, end="")
@@ -510,7 +515,8 @@ def format_syscalls(data, markdown=False):
         return ""
     loops = data["meta"]["loops"]
     n = data["meta"].get("syscall_messages")
-    head = ("System calls per message in the server (strace -c -f over %s messages, %s connections; "
+    head = ("System calls per message in the server (strace -c -f over %s messages, HTTP over a "
+            "wrk run; %s connections; "
             "the busiest calls in brackets)" % (n, data["meta"]["conns"]))
     out = ["", head, ""]
     if markdown:
@@ -906,7 +912,8 @@ def parse_args(argv):
     p.add_argument("-q", "--silent", action="store_true", help="no progress on stderr")
     p.add_argument("--syscalls", type=int, metavar="N", default=0,
                    help="also count the server's system calls per message with strace -c -f "
-                        "over N messages per workload and loop (echo workloads)")
+                        "over N messages per workload and loop (HTTP: over a wrk run of the "
+                        "timed duration, at least 2 s)")
     return p.parse_args(argv)
 
 

@@ -3,7 +3,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <system_error>
 
@@ -90,7 +89,8 @@ private:
         std::unique_ptr<char[]> copy;
     };
 
-    Uring* ring() noexcept { return loop_.uring(); }
+    // The engine, null once the loop is closed (it goes with the loop's poller).
+    Uring* ring() noexcept { return loop_.closed() ? nullptr : uring_; }
     /// A send is in flight, or its result waits for delivery.
     bool sending() const noexcept { return send_.pending() || send_done_; }
     const char* chunk_data(const Chunk& c) noexcept;
@@ -115,11 +115,15 @@ private:
 
     EventLoop& loop_;
     StreamHandler& handler_;
+    Uring* uring_ = nullptr;  // Cached: EventLoop::uring() asks the poller (a virtual call).
     BufRing* bufs_ = nullptr;
     int fd_;
     Recv recv_;
     Send send_;
-    std::deque<Chunk> inbox_;
+    // Usually one chunk, delivered in the iteration it arrived in: that one lives in
+    // the stream; more (a burst, or bytes kept while paused) take an array until the
+    // inbox empties again. An idle connection allocates nothing.
+    Ring<Chunk, 1> inbox_;
     bool reading_ = false;
     bool eof_seen_ = false;
     int read_err_ = 0;
@@ -129,12 +133,18 @@ private:
     bool detached_ = false;
     bool eof_requested_ = false;
     bool eof_done_ = false;
-    Ring<WriteChunk> queue_;  // Allocates nothing until a write has to wait.
+    // Every write from a callback waits here for the next submission: one chunk
+    // lives in the stream, so answering costs no allocation and an idle connection
+    // holds none.
+    Ring<WriteChunk, 1> queue_;
     size_t front_offset_ = 0;  // Bytes of queue_.front() already sent.
     size_t queued_ = 0;
     size_t inflight_ = 0;  // Bytes handed to the SendOp in flight.
+    // The iovec array of a send of several chunks, which the SendOp advances in place
+    // after a short send: allocated for such a send and freed once the queue drains
+    // (a send of one chunk uses the op's own iovec).
     static constexpr int kMaxIov = 64;
-    ::iovec iov_[kMaxIov];
+    std::unique_ptr<::iovec[]> iov_;
     WaterMarks flow_;
 };
 

@@ -41,7 +41,8 @@ UringStream::UringStream(EventLoop& loop, int fd, StreamHandler& handler) : loop
     if (!supported(loop))
         throw std::system_error(std::make_error_code(std::errc::function_not_supported),
                                 "io_uring cannot receive into a buffer ring here");
-    bufs_ = loop.uring()->buf_ring(kGroup);
+    uring_ = loop.uring();
+    bufs_ = uring_->buf_ring(kGroup);
     if (auto ec = sys::set_nonblocking(fd_)) throw std::system_error(ec, "cannot make the stream non-blocking");
     recv_.s = this;
     send_.s = this;
@@ -194,10 +195,19 @@ std::error_code UringStream::write(WriteChunk c) {
 std::error_code UringStream::start_send() noexcept {
     Uring* r = ring();
     if (!r) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (queue_.size() == 1) {
+        const WriteChunk& c = queue_.front();
+        inflight_ = c.size - front_offset_;
+        return r->send(send_, fd_, std::span<const char>(c.data + front_offset_, inflight_));
+    }
+    if (!iov_) {
+        iov_.reset(new (std::nothrow) ::iovec[kMaxIov]);
+        if (!iov_) return std::make_error_code(std::errc::not_enough_memory);
+    }
     size_t total = 0;
-    const int n = wq::gather(queue_, front_offset_, iov_, kMaxIov, total);
+    const int n = wq::gather(queue_, front_offset_, iov_.get(), kMaxIov, total);
     inflight_ = total;
-    return r->send(send_, fd_, iov_, size_t(n));
+    return r->send(send_, fd_, iov_.get(), size_t(n));
 }
 
 void UringStream::Send::on_send(int res) noexcept {
@@ -215,7 +225,7 @@ void UringStream::Send::on_send(int res) noexcept {
 bool UringStream::finish_send_now() noexcept {
     const size_t after = queued_ - inflight_;
     if (flow_.paused && after <= flow_.low) return false;
-    if (after == 0 && (eof_requested_ || handler_.wants_drained() || !recv_.pending())) return false;
+    if (after == 0 && (!recv_.pending() || eof_requested_ || handler_.wants_drained())) return false;
     consume(inflight_);
     inflight_ = 0;
     if (!queue_.empty())
@@ -231,6 +241,7 @@ bool UringStream::finish_send_now() noexcept {
 void UringStream::consume(size_t n) noexcept {
     queued_ -= n;
     wq::consume(queue_, front_offset_, n);
+    if (queue_.empty() && !send_.pending()) iov_.reset();
 }
 
 void UringStream::finish_send() noexcept {
@@ -392,6 +403,7 @@ void UringStream::drop_queue() noexcept {
     if (send_.pending()) return;  // The kernel may still read them: released on completion.
     front_offset_ = 0;
     inflight_ = 0;
+    iov_.reset();
     wq::drop(queue_);
 }
 

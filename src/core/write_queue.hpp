@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <sys/uio.h>
 
+#include <utility>
+
 #include "cxxloop/ring.hpp"
 #include "cxxloop/stream.hpp"
 
@@ -21,7 +23,8 @@ inline bool would_block(int err) noexcept { return err == EAGAIN || err == EWOUL
 
 /// Fills `iov` with up to `max` queued chunks, the first one from `offset` (bytes
 /// of it already written); returns how many and sets `total` to their byte count.
-inline int gather(const Ring<WriteChunk>& q, size_t offset, ::iovec* iov, int max, size_t& total) noexcept {
+template <class Queue>
+inline int gather(const Queue& q, size_t offset, ::iovec* iov, int max, size_t& total) noexcept {
     int n = 0;
     total = 0;
     for (const WriteChunk& c : q) {
@@ -38,7 +41,8 @@ inline int gather(const Ring<WriteChunk>& q, size_t offset, ::iovec* iov, int ma
 /// The kernel took `n` bytes from the front: advances `offset` within the first
 /// chunk and releases the chunks that are done. A release may run the owner's code,
 /// so the caller's state must be consistent before this is called.
-inline void consume(Ring<WriteChunk>& q, size_t& offset, size_t n) noexcept {
+template <class Queue>
+inline void consume(Queue& q, size_t& offset, size_t n) noexcept {
     while (n > 0 && !q.empty()) {
         WriteChunk& front = q.front();
         const size_t avail = front.size - offset;
@@ -56,9 +60,9 @@ inline void consume(Ring<WriteChunk>& q, size_t& offset, size_t n) noexcept {
 
 /// Empties `q` and releases every chunk; the queue is empty before the first
 /// release runs (a release may re-enter the stream).
-inline void drop(Ring<WriteChunk>& q) noexcept {
-    Ring<WriteChunk> dropped;
-    dropped.swap(q);
+template <class Queue>
+inline void drop(Queue& q) noexcept {
+    Queue dropped(std::move(q));
     for (const WriteChunk& c : dropped) release(c);
 }
 

@@ -1,5 +1,6 @@
-// test_ring.cpp: Ring, the lazily allocated FIFO behind Stream's write queue.
+// test_ring.cpp: Ring, the lazily allocated FIFO behind the write queues and UringStream's inbox.
 #include <deque>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -71,4 +72,119 @@ TEST(Ring, SwapClearResetAndMove) {
     EXPECT_EQ(c.front(), 3);
     c.reset();
     EXPECT_EQ(c.capacity(), 0u);
+}
+
+// A move-only value that counts how many are alive, so leaks and double
+// destructions show.
+struct Owned {
+    static inline int alive = 0;
+    std::unique_ptr<int> v;
+    explicit Owned(int x) : v(std::make_unique<int>(x)) { ++alive; }
+    Owned(Owned&& o) noexcept : v(std::move(o.v)) { ++alive; }
+    Owned& operator=(Owned&&) = delete;
+    ~Owned() { --alive; }
+};
+
+TEST(Ring, HoldsMoveOnlyValuesAcrossGrowthAndWrap) {
+    Owned::alive = 0;
+    {
+        Ring<Owned> r;
+        std::deque<int> model;
+        std::mt19937 rng(11);
+        int next = 0;
+        for (int step = 0; step < 5000; ++step) {
+            if (model.empty() || rng() % 3 != 0) {
+                r.emplace_back(next);
+                model.push_back(next++);
+            } else {
+                ASSERT_EQ(*r.front().v, model.front());
+                r.pop_front();
+                model.pop_front();
+            }
+            ASSERT_EQ(size_t(Owned::alive), model.size());
+        }
+        for (size_t i = 0; i < model.size(); ++i) ASSERT_EQ(*r[i].v, model[i]);
+        Ring<Owned> moved(std::move(r));
+        EXPECT_TRUE(r.empty());
+        EXPECT_EQ(moved.size(), model.size());
+        EXPECT_EQ(size_t(Owned::alive), model.size());
+    }
+    EXPECT_EQ(Owned::alive, 0);  // The destructor destroyed what was left.
+}
+
+TEST(Ring, PushFrontPutsAValueBackFirst) {
+    Ring<Owned> r;
+    r.emplace_back(2);
+    r.emplace_back(3);
+    Owned one(1);
+    r.push_front(std::move(one));
+    for (int i = 4; i < 12; ++i) r.emplace_back(i);  // grows with the head wrapped
+    int want = 1;
+    for (Owned& o : r) EXPECT_EQ(*o.v, want++);
+    EXPECT_EQ(want, 12);
+    r.clear();
+    EXPECT_TRUE(r.empty());
+}
+
+TEST(Ring, InlineSlotsAllocateNothingUntilOutgrown) {
+    Owned::alive = 0;
+    {
+        Ring<Owned, 1> r;
+        EXPECT_EQ(r.capacity(), 1u);
+        for (int round = 0; round < 3; ++round) {
+            r.emplace_back(round);
+            EXPECT_FALSE(r.allocated());
+            EXPECT_EQ(*r.front().v, round);
+            r.pop_front();
+        }
+        Owned zero(0);
+        r.push_front(std::move(zero));
+        EXPECT_FALSE(r.allocated());
+        r.emplace_back(1);  // outgrows the slot
+        r.emplace_back(2);
+        EXPECT_TRUE(r.allocated());
+        EXPECT_EQ(r.capacity(), 8u);
+        EXPECT_EQ(*r[0].v, 0);
+        EXPECT_EQ(*r[2].v, 2);
+        r.pop_front();
+        r.pop_front();
+        EXPECT_TRUE(r.allocated());
+        r.pop_front();  // empty again: back to the slot, the array freed
+        EXPECT_FALSE(r.allocated());
+        EXPECT_EQ(r.capacity(), 1u);
+        EXPECT_EQ(Owned::alive, 1);  // `zero`, moved from
+        r.emplace_back(5);
+        r.emplace_back(6);
+        r.clear();
+        EXPECT_FALSE(r.allocated());
+        r.emplace_back(7);
+        Ring<Owned, 1> m(std::move(r));  // an inline value moves over
+        EXPECT_TRUE(r.empty());
+        EXPECT_EQ(*m.front().v, 7);
+        r = std::move(m);
+        EXPECT_EQ(*r.front().v, 7);
+    }
+    EXPECT_EQ(Owned::alive, 0);
+}
+
+TEST(Ring, TrivialValuesWithInlineSlots) {
+    Ring<int, 2> r;
+    std::deque<int> model;
+    std::mt19937 rng(3);
+    int next = 0;
+    for (int step = 0; step < 3000; ++step) {
+        if (model.empty() || rng() % 2 != 0) {
+            r.push_back(next);
+            model.push_back(next++);
+        } else {
+            ASSERT_EQ(r.front(), model.front());
+            r.pop_front();
+            model.pop_front();
+        }
+        ASSERT_EQ(r.allocated(), r.capacity() > 2);
+        if (model.empty()) {
+            ASSERT_FALSE(r.allocated());
+        }
+        for (size_t i = 0; i < model.size(); ++i) ASSERT_EQ(r[i], model[i]);
+    }
 }

@@ -108,6 +108,73 @@ TEST_F(UringStreamTest, PauseKeepsWhatArrivedAndResumeDeliversIt) {
     ASSERT_TRUE(run_until([&] { return !s.registered(); }));
 }
 
+// Several buffers' worth arrives at once: pausing in the delivery of the first
+// keeps the rest as an inbox of many chunks (past its inline slot), copied out of
+// the shared ring; resuming delivers them all in order, through a reader that takes
+// a few bytes at a time.
+TEST_F(UringStreamTest, PausedInboxOfManyChunksIsDeliveredInOrder) {
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    spin(1);
+    std::string sent;
+    for (int i = 0; sent.size() < 100 * 1024; ++i) sent += std::to_string(i) + ",";
+    r.on_data_hook = [&] {
+        if (s.reading()) s.stop_reading();
+    };
+    ssize_t n = ::send(peer.get(), sent.data(), sent.size(), MSG_DONTWAIT);
+    ASSERT_EQ(n, ssize_t(sent.size()));
+    ASSERT_TRUE(run_until([&] { return !r.data.empty(); }));
+    spin(3);
+    EXPECT_FALSE(s.reading());
+    EXPECT_GT(s.undelivered(), 16u * 1024) << "more than one ring buffer's worth kept";
+    r.on_data_hook = nullptr;
+    r.buf_size = 3;
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_TRUE(run_until([&] { return r.data.size() >= sent.size(); }));
+    EXPECT_EQ(r.data, sent);
+    EXPECT_EQ(s.undelivered(), 0u);
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered() && r.holds == 0; }));
+}
+
+// Bytes kept while paused are dropped (not leaked, not delivered) by abort(), by the
+// destructor, and after the loop's close.
+TEST_F(UringStreamTest, TeardownWithAPausedInboxDropsIt) {
+    for (int how = 0; how < 3; ++how) {
+        auto [a, b] = socket_pair();
+        Recorder r;
+        auto s = std::make_unique<UringStream>(*loop, a.get(), r);
+        ASSERT_FALSE(s->start_reading());
+        r.on_data_hook = [&] { s->stop_reading(); };
+        ASSERT_EQ(::write(b.get(), "first", 5), 5);
+        ASSERT_TRUE(run_until([&] { return r.data == "first"; }));
+        r.on_data_hook = nullptr;
+        ASSERT_EQ(::write(b.get(), "kept", 4), 4);
+        ASSERT_EQ(::write(b.get(), "more", 4), 4);
+        spin(3);
+        if (how == 0) {
+            s->abort();
+            EXPECT_EQ(s->undelivered(), 0u);
+            ASSERT_TRUE(run_until([&] { return !s->registered() && r.holds == 0; }));
+            EXPECT_TRUE(s->start_reading());  // Aborted: no more reading.
+            spin(2);
+        } else if (how == 1) {
+            ASSERT_FALSE(s->registered()) << "the paused receive was cancelled";
+            s.reset();
+        } else {
+            loop->close();  // The kept bytes go with the stream (a leak shows under ASan).
+            EXPECT_FALSE(s->registered());
+            EXPECT_TRUE(s->start_reading());
+            s.reset();
+        }
+        EXPECT_EQ(r.data, "first");
+        EXPECT_EQ(r.errors, 0);
+        EXPECT_EQ(r.holds, 0);
+        if (loop->closed()) break;
+    }
+}
+
 TEST_F(UringStreamTest, EofComesAfterTheDataBeforeIt) {
     Recorder r;
     UringStream s(*loop, ours.get(), r);

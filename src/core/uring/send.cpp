@@ -22,7 +22,14 @@ std::error_code Uring::send(SendOp& op, int fd, iovec* iov, size_t iovcnt, int f
 std::error_code Uring::send(SendOp& op, int fd, std::span<const char> data, int flags) {
     if (auto ec = check_start(op)) return ec;
     op.one_ = iovec{const_cast<char*>(data.data()), data.size()};
-    return send(op, fd, &op.one_, 1, flags);
+    op.msg_ = msghdr{};
+    op.msg_.msg_iov = &op.one_;
+    op.msg_.msg_iovlen = 1;
+    op.sent_ = 0;
+    op.fd_ = fd;
+    op.flags_ = flags | MSG_NOSIGNAL;
+    op.completions_ = 0;
+    return submit_send(op);
 }
 
 std::error_code Uring::submit_send(SendOp& op) noexcept {
