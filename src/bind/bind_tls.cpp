@@ -256,8 +256,22 @@ int control_ssl_reading(PyTLS* t) {
 
 // --- outgoing -------------------------------------------------------------------------------
 
-int process_outgoing(PyTLS* t) {
+// `filled`: the caller just wrote records into the outgoing BIO. Otherwise the BIO's
+// pending count is asked first and an empty BIO is not read: MemoryBIO.read() of an
+// empty BIO returns b"" and changes nothing, and asking costs a quarter of that call.
+int process_outgoing(PyTLS* t, bool filled = false) {
     if (!t->ssl_writing_paused) {
+        if (!filled && t->outgoing && g.bio_pending && Py_IS_TYPE(t->outgoing, g.bio_type)) {
+            Py_ssize_t pending = bio_pending(t->outgoing);
+            if (pending < 0) return -1;
+            if (pending == 0) {
+                double size = double(t->write_buffer_size);
+                if ((size >= t->out_high.value && !t->app_writing_paused) ||
+                    (size <= t->out_low.value && t->app_writing_paused))
+                    return control_app_writing(t);
+                return 0;
+            }
+        }
         PyObject* data = bio_read_all(t->outgoing);
         if (!data) return -1;
         Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
@@ -332,6 +346,7 @@ PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject
     }
     Py_ssize_t i = 0;
     bool to_stdlib = false;  // A chunk was not taken whole: the stdlib's _do_write goes on.
+    bool wrote = false;      // SSLObject.write took bytes: records are in the outgoing BIO.
     for (; i < n; ++i) {
         Py_ssize_t size = plain_size(items[i]);
         PyObject* r = ssl_write(t, items[i]);
@@ -345,6 +360,7 @@ PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject
         Py_ssize_t count = PyLong_AsSsize_t(r);
         Py_DECREF(r);
         if (count == -1 && PyErr_Occurred()) break;
+        if (count > 0) wrote = true;
         if (count < size) {
             // The stdlib keeps data[count:] at the head and writes again.
             PyObject* rest = PySequence_GetSlice(items[i], count, size);
@@ -376,7 +392,7 @@ PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject
                       PyException_GetTraceback(exc));
         rc = -1;
     } else {
-        rc = to_stdlib ? run_py(g.py_do_write, self) : process_outgoing(t);
+        rc = to_stdlib ? run_py(g.py_do_write, self) : process_outgoing(t, wrote);
     }
     if (rc < 0 && fatal_on_exception(self) < 0) return nullptr;
     Py_RETURN_NONE;
@@ -791,6 +807,21 @@ PyObject* m_write_appdata(PyObject* self, PyObject* list_of_data) {
 
 // --- the app transport's write/writelines ---------------------------------------------------
 
+// The app transport class given to _tls_install_transport and the offset of its
+// `_ssl_protocol` slot (0 when it has none): read with one load on its instances.
+PyTypeObject* g_transport_type;
+Py_ssize_t g_transport_proto_offset;
+
+// transport._ssl_protocol, a new reference.
+PyObject* transport_protocol(PyObject* transport) {
+    if (g_transport_proto_offset && PyObject_TypeCheck(transport, g_transport_type)) {
+        PyObject* proto = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(transport) +
+                                                        g_transport_proto_offset);
+        if (proto) return Py_NewRef(proto);
+    }
+    return PyObject_GetAttr(transport, str_ssl_protocol);
+}
+
 PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
         PyObject* name = PyType_GetName(Py_TYPE(data));
@@ -803,7 +834,7 @@ PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
     int truth = PyObject_IsTrue(data);
     if (truth < 0) return nullptr;
     if (!truth) Py_RETURN_NONE;
-    PyObject* proto = PyObject_GetAttr(transport, str_ssl_protocol);
+    PyObject* proto = transport_protocol(transport);
     if (!proto) return nullptr;
     PyObject* r;
     if (PyObject_TypeCheck(proto, g_type)) {
@@ -818,7 +849,7 @@ PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
 }
 
 PyObject* tls_transport_writelines(PyObject* transport, PyObject* list_of_data) {
-    PyObject* proto = PyObject_GetAttr(transport, str_ssl_protocol);
+    PyObject* proto = transport_protocol(transport);
     if (!proto) return nullptr;
     PyObject* r = call1(proto, str_write_appdata, list_of_data);
     Py_DECREF(proto);
@@ -1060,6 +1091,17 @@ PyObject* tls_install_transport(PyObject*, PyObject* cls) {
         PyErr_SetString(PyExc_TypeError, "a class is required");
         return nullptr;
     }
+    PyObject* slot = PyObject_GetAttr(cls, str_ssl_protocol);  // The slot's member descriptor.
+    if (!slot) PyErr_Clear();
+    if (slot && Py_IS_TYPE(slot, &PyMemberDescr_Type)) {
+        PyMemberDef* m = reinterpret_cast<PyMemberDescrObject*>(slot)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) {
+            Py_INCREF(cls);
+            Py_XSETREF(g_transport_type, reinterpret_cast<PyTypeObject*>(cls));
+            g_transport_proto_offset = m->offset;
+        }
+    }
+    Py_XDECREF(slot);
     for (PyMethodDef* def = transport_methods; def->ml_name; ++def) {
         PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls), def);
         if (!descr) return nullptr;
