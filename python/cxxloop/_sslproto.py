@@ -24,7 +24,10 @@ _core._tls_setup(sslproto.SSLProtocolState, sslproto.SSLAgainErrors, ssl.SSLObje
 
 
 class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
-    """The app's transport; write() and writelines() are C (set just below)."""
+    """The app's transport; write() and writelines() are C (set just below), and
+    read _ssl_protocol from its slot."""
+
+    __slots__ = ("_ssl_protocol",)
 
 
 _core._tls_install_transport(_SSLProtocolTransport)

@@ -20,7 +20,9 @@
 //
 // The attributes those methods read on every record live in this object's struct,
 // exposed under asyncio's names (_state, _sslobj, _incoming, ...), so the stdlib's
-// Python methods and ours share one state.
+// Python methods and ours share one state. max_size, a class attribute in asyncio,
+// is a descriptor here that returns the class's value unless one was set on the
+// object (see "max_size" below).
 //
 // tls_transport_write / tls_transport_writelines are the app transport's write and
 // writelines (installed as methods of _sslproto._SSLProtocolTransport).
@@ -101,6 +103,8 @@ struct PyTLS {
     PyObject* ssl_buffer;
     PyObject* ssl_buffer_view;
     PyObject* record_buffer;  // A bytearray of kRecordBuffer bytes, made on first use.
+    PyObject* window;         // A Window over the socket read, made on first use.
+    PyObject* max_size;       // max_size set on this object (null: the class's).
     Py_ssize_t write_buffer_size;
     Mark in_high, in_low, out_high, out_low;
     bool app_is_buffer;
@@ -115,9 +119,81 @@ struct PyTLS {
 // one TLS record in size: SSL_read returns one record's data at most.
 constexpr Py_ssize_t kRecordBuffer = 16 * 1024;
 
+PyObject* g_record_size;  // kRecordBuffer as an int.
+
 PyTLS* as_tls(PyObject* o) { return reinterpret_cast<PyTLS*>(o); }
 
 PyTypeObject* g_type;  // TLSProtocolBase
+
+// --- Window: the bytes the socket transport just read, as a buffer ----------------------
+//
+// buffer_updated(n) hands ssl_buffer[:n] to the incoming MemoryBIO's write(). A
+// memoryview slice costs two objects per read; a Window is one reusable object whose
+// buffer is the n bytes. It is only given to an exact ssl.MemoryBIO, whose write()
+// copies the bytes and releases the buffer before returning; the Window is then
+// pointed at nothing again.
+struct Window {
+    PyObject_HEAD
+    char* buf;
+    Py_ssize_t len;
+    Py_ssize_t exports;
+};
+
+PyTypeObject* g_window_type;
+
+int window_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+    Window* w = reinterpret_cast<Window*>(self);
+    if (!w->buf) {
+        PyErr_SetString(PyExc_BufferError, "the TLS read window is not in use");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, self, w->buf, w->len, 1, flags) < 0) return -1;
+    ++w->exports;
+    return 0;
+}
+
+void window_releasebuffer(PyObject* self, Py_buffer*) { --reinterpret_cast<Window*>(self)->exports; }
+
+void window_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+bool init_window_type() {
+    PyType_Slot slots[] = {
+        {Py_tp_dealloc, reinterpret_cast<void*>(window_dealloc)},
+        {Py_bf_getbuffer, reinterpret_cast<void*>(window_getbuffer)},
+        {Py_bf_releasebuffer, reinterpret_cast<void*>(window_releasebuffer)},
+        {Py_tp_doc, const_cast<char*>("The bytes of one socket read, handed to MemoryBIO.write().")},
+        {0, nullptr},
+    };
+    PyType_Spec spec = {"cxxloop._core._TLSReadWindow", int(sizeof(Window)), 0, Py_TPFLAGS_DEFAULT,
+                        slots};
+    g_window_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
+    return g_window_type != nullptr;
+}
+
+// incoming.write(bytes [p, p + n)) through the protocol's Window; 1 done, 0 when the
+// Window cannot be used (the caller makes a memoryview), -1 on error.
+int bio_write_window(PyTLS* t, char* p, Py_ssize_t n) {
+    if (!g.bio_write || !Py_IS_TYPE(t->incoming, g.bio_type)) return 0;
+    if (!t->window) {
+        t->window = PyType_GenericAlloc(g_window_type, 0);
+        if (!t->window) return -1;
+    }
+    Window* w = reinterpret_cast<Window*>(t->window);
+    if (w->buf || w->exports) return 0;  // In use (a write re-entered): not twice.
+    w->buf = p;
+    w->len = n;
+    PyObject* args[] = {t->incoming, t->window};
+    PyObject* r = PyObject_Vectorcall(g.bio_write, args, 2, nullptr);
+    w->buf = nullptr;
+    w->len = 0;
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 1;
+}
 
 // --- calls ------------------------------------------------------------------------------
 
@@ -232,6 +308,131 @@ int fatal_on_exception(PyObject* self) {
     return 0;
 }
 
+// --- max_size -------------------------------------------------------------------------------
+//
+// asyncio reads self.max_size (a class attribute of its SSLProtocol) on every socket
+// read, twice. TLSProtocolBase has a `max_size` data descriptor that keeps a value
+// set on the object in the struct and otherwise returns the class's: the first
+// `max_size` after this descriptor in the type's MRO. In C, that class value is kept
+// per type with the type's version tag, which CPython changes whenever an attribute of
+// the type or of a base is set or deleted, so the value read is always the current one.
+// A class before TLSProtocolBase in the MRO that defines max_size itself hides the
+// descriptor; then the generic attribute lookup runs, as in Python.
+
+PyObject* g_max_size_descr;  // Our descriptor, skipped in the MRO walk.
+
+struct {
+    PyTypeObject* type = nullptr;  // A strong reference.
+    unsigned int tag = 0;
+    Py_ssize_t value = 0;
+} g_max_size_cache;
+
+// The class's max_size for an object of `type` (descriptors applied to `self`), a new
+// reference; *hidden: a class before ours defines it. Null with AttributeError when
+// no class does.
+PyObject* class_max_size(PyTypeObject* type, PyObject* self, bool* hidden, bool* plain) {
+    *hidden = false;
+    *plain = false;
+    bool seen_ours = false;
+    PyObject* mro = type->tp_mro;
+    Py_ssize_t n = mro && PyTuple_Check(mro) ? PyTuple_GET_SIZE(mro) : 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyTypeObject* base = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i));
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject* dict = PyType_GetDict(base);
+#else
+        PyObject* dict = Py_XNewRef(base->tp_dict);
+#endif
+        if (!dict) continue;
+        PyObject* v = PyDict_GetItemWithError(dict, str_max_size);
+        Py_XINCREF(v);
+        Py_DECREF(dict);
+        if (!v) {
+            if (PyErr_Occurred()) return nullptr;
+            continue;
+        }
+        if (v == g_max_size_descr) {
+            Py_DECREF(v);
+            seen_ours = true;
+            continue;
+        }
+        if (!seen_ours) {
+            *hidden = true;
+            return v;
+        }
+        descrgetfunc get = Py_TYPE(v)->tp_descr_get;
+        if (!get) {
+            *plain = true;
+            return v;
+        }
+        PyObject* r = get(v, self, reinterpret_cast<PyObject*>(type));
+        Py_DECREF(v);
+        return r;
+    }
+    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute 'max_size'", type->tp_name);
+    return nullptr;
+}
+
+int get_max_size(PyTLS* t, Py_ssize_t* out) {
+    PyObject* self = reinterpret_cast<PyObject*>(t);
+    PyObject* obj;
+    if (t->max_size) {
+        obj = Py_NewRef(t->max_size);
+    } else {
+        PyTypeObject* type = Py_TYPE(self);
+        // 0 is no tag; before 3.13 a flag also marks a valid one.
+        unsigned int tag = type->tp_version_tag;
+#if PY_VERSION_HEX >= 0x030D0000
+        bool valid = tag != 0;
+#else
+        bool valid = tag != 0 && PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
+#endif
+        if (valid && type == g_max_size_cache.type && tag == g_max_size_cache.tag) {
+            *out = g_max_size_cache.value;
+            return 0;
+        }
+        bool hidden, plain;
+        obj = class_max_size(type, self, &hidden, &plain);
+        if (!obj) return -1;
+        if (hidden) {
+            Py_SETREF(obj, PyObject_GetAttr(self, str_max_size));
+            if (!obj) return -1;
+        } else if (plain && valid && PyLong_CheckExact(obj)) {
+            Py_ssize_t v = PyLong_AsSsize_t(obj);
+            if (v == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+            } else {
+                Py_INCREF(type);
+                Py_XSETREF(g_max_size_cache.type, type);
+                g_max_size_cache.tag = tag;
+                g_max_size_cache.value = v;
+            }
+        }
+    }
+    *out = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    Py_DECREF(obj);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+PyObject* get_max_size_attr(PyObject* self, void*) {
+    PyTLS* t = as_tls(self);
+    if (t->max_size) return Py_NewRef(t->max_size);
+    bool hidden, plain;
+    return class_max_size(Py_TYPE(self), self, &hidden, &plain);
+}
+
+int set_max_size_attr(PyObject* self, PyObject* value, void*) {
+    PyTLS* t = as_tls(self);
+    if (!value && !t->max_size) {
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute 'max_size'",
+                     Py_TYPE(self)->tp_name);
+        return -1;
+    }
+    Py_XINCREF(value);
+    Py_XSETREF(t->max_size, value);
+    return 0;
+}
+
 // --- flow control ---------------------------------------------------------------------------
 
 int control_app_writing(PyTLS* t) {
@@ -256,8 +457,22 @@ int control_ssl_reading(PyTLS* t) {
 
 // --- outgoing -------------------------------------------------------------------------------
 
-int process_outgoing(PyTLS* t) {
+// `filled`: the caller just wrote records into the outgoing BIO. Otherwise the BIO's
+// pending count is asked first and an empty BIO is not read: MemoryBIO.read() of an
+// empty BIO returns b"" and changes nothing, and asking costs a quarter of that call.
+int process_outgoing(PyTLS* t, bool filled = false) {
     if (!t->ssl_writing_paused) {
+        if (!filled && t->outgoing && g.bio_pending && Py_IS_TYPE(t->outgoing, g.bio_type)) {
+            Py_ssize_t pending = bio_pending(t->outgoing);
+            if (pending < 0) return -1;
+            if (pending == 0) {
+                double size = double(t->write_buffer_size);
+                if ((size >= t->out_high.value && !t->app_writing_paused) ||
+                    (size <= t->out_low.value && t->app_writing_paused))
+                    return control_app_writing(t);
+                return 0;
+            }
+        }
         PyObject* data = bio_read_all(t->outgoing);
         if (!data) return -1;
         Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
@@ -332,6 +547,7 @@ PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject
     }
     Py_ssize_t i = 0;
     bool to_stdlib = false;  // A chunk was not taken whole: the stdlib's _do_write goes on.
+    bool wrote = false;      // SSLObject.write took bytes: records are in the outgoing BIO.
     for (; i < n; ++i) {
         Py_ssize_t size = plain_size(items[i]);
         PyObject* r = ssl_write(t, items[i]);
@@ -345,6 +561,7 @@ PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject
         Py_ssize_t count = PyLong_AsSsize_t(r);
         Py_DECREF(r);
         if (count == -1 && PyErr_Occurred()) break;
+        if (count > 0) wrote = true;
         if (count < size) {
             // The stdlib keeps data[count:] at the head and writes again.
             PyObject* rest = PySequence_GetSlice(items[i], count, size);
@@ -376,7 +593,7 @@ PyObject* write_appdata(PyTLS* t, PyObject* const* items, Py_ssize_t n, PyObject
                       PyException_GetTraceback(exc));
         rc = -1;
     } else {
-        rc = to_stdlib ? run_py(g.py_do_write, self) : process_outgoing(t);
+        rc = to_stdlib ? run_py(g.py_do_write, self) : process_outgoing(t, wrote);
     }
     if (rc < 0 && fatal_on_exception(self) < 0) return nullptr;
     Py_RETURN_NONE;
@@ -422,18 +639,17 @@ PyObject* join_bytes(PyObject* list) {
 // costs more than decrypting a 1 KiB record.
 int do_read_copied(PyTLS* t) {
     PyObject* self = reinterpret_cast<PyObject*>(t);
-    PyObject* mo = PyObject_GetAttr(self, str_max_size);
-    if (!mo) return -1;
-    Py_ssize_t max_size = PyNumber_AsSsize_t(mo, PyExc_OverflowError);
-    Py_DECREF(mo);
-    if (max_size == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t max_size;
+    if (get_max_size(t, &max_size) < 0) return -1;
     // Through the record buffer when the stdlib would read at least a record.
     bool scratch = t->sslsock && max_size >= kRecordBuffer;
     if (scratch && !t->record_buffer) {
         t->record_buffer = PyByteArray_FromStringAndSize(nullptr, kRecordBuffer);
         if (!t->record_buffer) return -1;
     }
-    PyObject* n_obj = PyLong_FromSsize_t(max_size);
+    // With the record buffer, SSLObject.read(n, buffer) reads min(n, len(buffer)):
+    // the record buffer's size, made once, says the same as max_size.
+    PyObject* n_obj = scratch ? Py_NewRef(g_record_size) : PyLong_FromSsize_t(max_size);
     if (!n_obj) return -1;
     PyObject* first = nullptr;
     PyObject* list = nullptr;
@@ -671,11 +887,8 @@ PyObject* m_get_buffer(PyObject* self, PyObject* arg) {
     PyTLS* t = as_tls(self);
     Py_ssize_t want = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
     if (want == -1 && PyErr_Occurred()) return nullptr;
-    PyObject* mo = PyObject_GetAttr(self, str_max_size);
-    if (!mo) return nullptr;
-    Py_ssize_t max_size = PyNumber_AsSsize_t(mo, PyExc_OverflowError);
-    Py_DECREF(mo);
-    if (max_size == -1 && PyErr_Occurred()) return nullptr;
+    Py_ssize_t max_size;
+    if (get_max_size(t, &max_size) < 0) return nullptr;
     if (want <= 0 || want > max_size) want = max_size;
     Py_ssize_t have = t->ssl_buffer ? PyObject_Length(t->ssl_buffer) : -1;
     if (have < 0 && t->ssl_buffer) return nullptr;
@@ -702,24 +915,26 @@ PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
     PyTLS* t = as_tls(self);
     Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred()) return nullptr;
-    PyObject* piece;
     PyObject* view = t->ssl_buffer_view;
-    if (view && PyMemoryView_Check(view) && n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
-        PyMemoryView_GET_BUFFER(view)->itemsize == 1) {
-        piece = PyMemoryView_FromMemory(static_cast<char*>(PyMemoryView_GET_BUFFER(view)->buf), n,
-                                        PyBUF_READ);
-    } else if (view) {
-        piece = PySequence_GetSlice(view, 0, n);
-    } else {
+    if (!view) {
         PyErr_SetString(PyExc_AttributeError, "_ssl_buffer_view");
         return nullptr;
     }
-    if (!piece) return nullptr;
-    PyObject* r = t->incoming ? bio_write(t->incoming, piece) : nullptr;
-    if (!t->incoming) PyErr_SetString(PyExc_AttributeError, "_incoming");
-    Py_DECREF(piece);
-    if (!r) return nullptr;
-    Py_DECREF(r);
+    // self._incoming.write(self._ssl_buffer_view[:nbytes])
+    bool flat = PyMemoryView_Check(view) && n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
+                PyMemoryView_GET_BUFFER(view)->itemsize == 1 &&
+                PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(view), 'C');
+    char* p = flat ? static_cast<char*>(PyMemoryView_GET_BUFFER(view)->buf) : nullptr;
+    int done = flat ? bio_write_window(t, p, n) : 0;
+    if (done < 0) return nullptr;
+    if (!done) {
+        PyObject* piece = flat ? PyMemoryView_FromMemory(p, n, PyBUF_READ) : PySequence_GetSlice(view, 0, n);
+        if (!piece) return nullptr;
+        PyObject* r = bio_write(t->incoming, piece);
+        Py_DECREF(piece);
+        if (!r) return nullptr;
+        Py_DECREF(r);
+    }
     if (t->state == g.st_do_handshake) return call0(self, str_do_handshake);
     if (t->state == g.st_wrapped) return do_read(t);
     if (t->state == g.st_flushing) return call0(self, str_do_flush);
@@ -791,6 +1006,21 @@ PyObject* m_write_appdata(PyObject* self, PyObject* list_of_data) {
 
 // --- the app transport's write/writelines ---------------------------------------------------
 
+// The app transport class given to _tls_install_transport and the offset of its
+// `_ssl_protocol` slot (0 when it has none): read with one load on its instances.
+PyTypeObject* g_transport_type;
+Py_ssize_t g_transport_proto_offset;
+
+// transport._ssl_protocol, a new reference.
+PyObject* transport_protocol(PyObject* transport) {
+    if (g_transport_proto_offset && PyObject_TypeCheck(transport, g_transport_type)) {
+        PyObject* proto = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(transport) +
+                                                        g_transport_proto_offset);
+        if (proto) return Py_NewRef(proto);
+    }
+    return PyObject_GetAttr(transport, str_ssl_protocol);
+}
+
 PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
         PyObject* name = PyType_GetName(Py_TYPE(data));
@@ -803,7 +1033,7 @@ PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
     int truth = PyObject_IsTrue(data);
     if (truth < 0) return nullptr;
     if (!truth) Py_RETURN_NONE;
-    PyObject* proto = PyObject_GetAttr(transport, str_ssl_protocol);
+    PyObject* proto = transport_protocol(transport);
     if (!proto) return nullptr;
     PyObject* r;
     if (PyObject_TypeCheck(proto, g_type)) {
@@ -818,7 +1048,7 @@ PyObject* tls_transport_write(PyObject* transport, PyObject* data) {
 }
 
 PyObject* tls_transport_writelines(PyObject* transport, PyObject* list_of_data) {
-    PyObject* proto = PyObject_GetAttr(transport, str_ssl_protocol);
+    PyObject* proto = transport_protocol(transport);
     if (!proto) return nullptr;
     PyObject* r = call1(proto, str_write_appdata, list_of_data);
     Py_DECREF(proto);
@@ -894,6 +1124,8 @@ int set_mark(PyObject* self, PyObject* value, void*) {
 
 PyGetSetDef tls_getset[] = {
     {"_sslobj", get_sslobj, set_sslobj, "The ssl.SSLObject.", nullptr},
+    {"max_size", get_max_size_attr, set_max_size_attr,
+     "Buffer size passed to read() (the class's unless set on the object).", nullptr},
     FLAG("_app_protocol_is_buffer", app_is_buffer, "Whether the app protocol is a BufferedProtocol."),
     FLAG("_ssl_writing_paused", ssl_writing_paused, "The socket transport paused our writing."),
     FLAG("_app_reading_paused", app_reading_paused, "The app paused reading."),
@@ -959,6 +1191,8 @@ int tls_traverse(PyObject* self, visitproc visit, void* arg) {
     Py_VISIT(t->ssl_buffer);
     Py_VISIT(t->ssl_buffer_view);
     Py_VISIT(t->record_buffer);
+    Py_VISIT(t->window);
+    Py_VISIT(t->max_size);
     Py_VISIT(t->in_high.obj);
     Py_VISIT(t->in_low.obj);
     Py_VISIT(t->out_high.obj);
@@ -979,6 +1213,8 @@ int tls_clear(PyObject* self) {
     Py_CLEAR(t->ssl_buffer_view);
     Py_CLEAR(t->ssl_buffer);
     Py_CLEAR(t->record_buffer);
+    Py_CLEAR(t->window);
+    Py_CLEAR(t->max_size);
     Py_CLEAR(t->in_high.obj);
     Py_CLEAR(t->in_low.obj);
     Py_CLEAR(t->out_high.obj);
@@ -1060,6 +1296,17 @@ PyObject* tls_install_transport(PyObject*, PyObject* cls) {
         PyErr_SetString(PyExc_TypeError, "a class is required");
         return nullptr;
     }
+    PyObject* slot = PyObject_GetAttr(cls, str_ssl_protocol);  // The slot's member descriptor.
+    if (!slot) PyErr_Clear();
+    if (slot && Py_IS_TYPE(slot, &PyMemberDescr_Type)) {
+        PyMemberDef* m = reinterpret_cast<PyMemberDescrObject*>(slot)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) {
+            Py_INCREF(cls);
+            Py_XSETREF(g_transport_type, reinterpret_cast<PyTypeObject*>(cls));
+            g_transport_proto_offset = m->offset;
+        }
+    }
+    Py_XDECREF(slot);
     for (PyMethodDef* def = transport_methods; def->ml_name; ++def) {
         PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls), def);
         if (!descr) return nullptr;
@@ -1102,6 +1349,8 @@ bool init_tls(PyObject* module) {
         return false;
     g.fatal_message = PyUnicode_FromString("Fatal error on SSL protocol");
     if (!g.fatal_message) return false;
+    g_record_size = PyLong_FromSsize_t(kRecordBuffer);
+    if (!g_record_size || !init_window_type()) return false;
     PyType_Slot slots[] = {
         {Py_tp_new, reinterpret_cast<void*>(tls_new)},
         {Py_tp_dealloc, reinterpret_cast<void*>(tls_dealloc)},
@@ -1118,6 +1367,11 @@ bool init_tls(PyObject* module) {
     PyObject* type = PyType_FromSpec(&spec);
     if (!type) return false;
     g_type = reinterpret_cast<PyTypeObject*>(type);
+    g_max_size_descr = PyDict_GetItemWithError(g_type->tp_dict, str_max_size);  // The type holds it.
+    if (!g_max_size_descr) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "TLSProtocolBase.max_size is missing");
+        return false;
+    }
     if (PyModule_AddObjectRef(module, "TLSProtocolBase", type) < 0) return false;
     return PyModule_AddFunctions(module, module_functions) == 0;
 }

@@ -864,3 +864,200 @@ def test_tls_app_protocol_stays_alive_while_its_data_received_runs(loop):
             tr.close()
             run_until(loop, lambda: replacement.lost)
         close_server(loop, server)
+
+
+# --------------------------------------------------------------------------
+# The per-record paths: several records per socket read, one write made of many
+# records, writes from inside data_received, EOF inside a record, max_size.
+
+
+class ReadingTLSServer(MuteTLSServer):
+    """MuteTLSServer that also decrypts what the client sends (into .appdata)."""
+
+    def __init__(self):
+        super().__init__()
+        self.appdata = bytearray()
+
+    def data_received(self, data):
+        super().data_received(data)
+        if self.handshaken:
+            try:
+                while True:
+                    chunk = self.sslobj.read(1 << 20)
+                    if not chunk:
+                        break
+                    self.appdata += chunk
+            except ssl.SSLWantReadError:
+                pass
+            self.flush()  # A KeyUpdate or session ticket answer, if any.
+
+
+def reading_server(loop):
+    made = []
+
+    def factory():
+        made.append(ReadingTLSServer())
+        return made[-1]
+
+    return run(loop, loop.create_server(factory, HOST, 0)), made
+
+
+def test_tls_many_records_in_one_socket_read(loop):
+    server, made = mute_server(loop)
+    pr = RecordingProtocol(loop)
+    bpr = RecordingBufferedProtocol(loop, 100)  # Smaller than the records.
+    try:
+        tls_connect(loop, server, pr)
+        tls_connect(loop, server, bpr)
+        run_until(loop, lambda: len(made) == 2 and all(m.handshaken for m in made))
+        pieces = [payload(n, seed=n) for n in (1, 700, 16384, 3, 5000, 1024)]
+        for m in made:
+            # Records first, then one transport.write: one TCP segment of six records.
+            for p in pieces:
+                m.sslobj.write(p)
+            m.flush()
+        want = b"".join(pieces)
+        run_until(loop, lambda: bytes(pr.data) == want and bytes(bpr.data) == want)
+        assert pr.events == ["made"] + ["data"] * pr.events.count("data")
+        assert bpr.events == ["made", "data"]
+        # Then a close_notify in the same segment as a last record.
+        for m in made:
+            m.sslobj.write(b"tail")
+            try:
+                m.sslobj.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+            m.flush()
+        run_until(loop, lambda: pr.lost and bpr.lost)
+        assert bytes(pr.data) == want + b"tail" and bytes(bpr.data) == want + b"tail"
+        assert pr.events[-3:] == ["data", "eof", "lost"] and pr.exc is None
+        assert bpr.events[-2:] == ["eof", "lost"] and bpr.exc is None
+        for m in made:
+            m.transport.close()
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_one_large_write_becomes_many_records(loop):
+    server, made = reading_server(loop)
+    pr = RecordingProtocol(loop)
+    data = payload(300_000, seed=11)
+    try:
+        tr = tls_connect(loop, server, pr)
+        run_until(loop, lambda: made and made[0].handshaken)
+        tr.write(data)  # Nineteen records and a piece.
+        tr.writelines([b"a", bytearray(b"b"), memoryview(b"cd")[1:], b"", data[:70_000]])
+        tr.write(memoryview(data)[5:17])
+        want = data + b"abd" + data[:70_000] + data[5:17]
+        run_until(loop, lambda: len(made[0].appdata) >= len(want))
+        assert bytes(made[0].appdata) == want
+        tr.abort()
+        run_until(loop, lambda: pr.lost)
+        made[0].transport.close()
+        run_until(loop, lambda: made[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+class ReplyingProtocol(RecordingProtocol):
+    """Answers every data_received with three writes, one of them writelines."""
+
+    def data_received(self, data):
+        super().data_received(data)
+        self.transport.write(b"<")
+        self.transport.writelines([data, b"|", bytes(data[:1])])
+        self.transport.write(b">")
+
+
+def test_tls_writes_from_inside_data_received_keep_their_order(loop):
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop, ReplyingProtocol))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        msgs = [b"m%d" % i for i in range(50)]
+        for m in msgs:
+            tr.write(m)  # Several may reach the server in one socket read.
+        run_until(loop, lambda: srv and bytes(srv[0].data) == b"".join(msgs))
+        got = bytes(srv[0].data)
+        # Whatever the server's reads were, each answer wraps exactly one of them.
+        want = b""
+        seen = 0
+        while len(want) < 3 * len(got):
+            run_until(loop, lambda: len(pr.data) > len(want))
+            want = bytes(pr.data)
+            if want.count(b">") == srv[0].events.count("data"):
+                break
+        answers = want.split(b">")[:-1]
+        assert len(answers) == srv[0].events.count("data")
+        for a in answers:
+            assert a.startswith(b"<")
+            body, first = a[1:].rsplit(b"|", 1)
+            assert first == body[:1]
+            seen += len(body)
+        assert seen == len(got)
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_eof_inside_a_record(loop):
+    server, made = mute_server(loop)
+    pr = RecordingProtocol(loop)
+    try:
+        tls_connect(loop, server, pr)
+        run_until(loop, lambda: made and made[0].handshaken)
+        made[0].sslobj.write(b"whole")
+        made[0].sslobj.write(b"cut short")
+        records = made[0].outgoing.read()
+        made[0].transport.write(records[:-5])  # The second record lacks its end.
+        run_until(loop, lambda: bytes(pr.data) == b"whole")
+        made[0].transport.write_eof()  # TCP FIN inside the record.
+        run_until(loop, lambda: pr.lost)
+        assert bytes(pr.data) == b"whole"
+        assert pr.events == ["made", "data", "eof", "lost"]
+        assert pr.exc is None
+        made[0].transport.close()
+        run_until(loop, lambda: made[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_max_size_of_the_protocol(loop):
+    # asyncio's SSLProtocol reads at most max_size bytes per SSLObject.read and
+    # sizes its receive buffer by it; cxxloop's keeps that, set on the object or on
+    # a class.
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    data = payload(50_000, seed=12)
+    try:
+        tr = tls_connect(loop, server, pr)
+        proto = tr._ssl_protocol
+        cls = type(proto)
+        assert proto.max_size == 256 * 1024 and "max_size" not in vars(proto)
+        proto.max_size = 100
+        assert proto.max_size == 100
+        run_until(loop, lambda: srv and srv[0].transport)
+        srv[0].transport.write(data)
+        run_until(loop, lambda: bytes(pr.data) == data)  # Read 100 bytes at a time.
+        del proto.max_size
+        assert proto.max_size == 256 * 1024
+        with pytest.raises(AttributeError):
+            del proto.max_size
+        sub = type("Sub", (cls,), {"max_size": 1000})
+        assert sub.max_size == 1000
+        proto.__class__ = sub
+        assert proto.max_size == 1000
+        assert len(proto.get_buffer(-1)) >= 1000
+        srv[0].transport.write(data)
+        run_until(loop, lambda: bytes(pr.data) == data * 2)
+        proto.__class__ = cls
+        tr.close()
+        tr.close()  # Drops the protocol, as asyncio's does.
+        with pytest.raises(AttributeError, match="'NoneType' object has no attribute"):
+            tr.write(b"x")
+        run_until(loop, lambda: pr.lost)
+    finally:
+        close_server(loop, server)
