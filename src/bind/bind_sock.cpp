@@ -27,10 +27,12 @@
 // non-blocking, a loop not in debug mode, whose create_future() is asyncio's, simple
 // arguments. Anything else -- and an fd the core cannot route to a SockWatch because
 // add_reader() callbacks or a transport hold it -- goes to asyncio's own code.
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <new>
+#include <vector>
 
 #include "bind.hpp"
 
@@ -43,6 +45,13 @@ constexpr int kKinds = 7;
 // sock_recv(sock, n) with n up to this reads straight into a bytes object of n bytes
 // (shrunk to what came); larger n up to the shared buffer's size read there first.
 constexpr Py_ssize_t kDirectRecv = 16 * 1024;
+// A socket whose last sock_recv() brought more than kDirectRecv bytes asks the kernel
+// how much is queued (FIONREAD) and reads that straight into a bytes object of the
+// exact size, when it is above kDirectRecv and at most kHeapRecv: one copy (the
+// kernel's) instead of two, no shrink. Bigger bytes objects would be mmap()s (glibc's
+// threshold is 128 KiB until a freed mapping raises it): those go through the shared
+// buffer.
+constexpr Py_ssize_t kHeapRecv = 124 * 1024;
 enum class State : uint8_t { init, waiting, done };
 enum class Attempt { done, would_block, error, fatal };
 
@@ -241,6 +250,43 @@ Attempt call_socket(SockOp* op, PyObject* name, PyObject** result) {
     return *result ? Attempt::done : classify_error();
 }
 
+// Per fd: whether its last sock_recv() of more than kDirectRecv brought more than
+// kDirectRecv (a hint only; a reused fd number just costs one FIONREAD).
+std::vector<bool> g_large_recv;
+
+bool large_recv_hint(int fd) { return size_t(fd) < g_large_recv.size() && g_large_recv[size_t(fd)]; }
+
+void set_large_recv_hint(int fd, bool large) {
+    if (fd < 0) return;
+    if (size_t(fd) >= g_large_recv.size()) {
+        if (!large) return;
+        try {
+            g_large_recv.resize(size_t(fd) + 64);
+        } catch (const std::bad_alloc&) {
+            return;
+        }
+    }
+    g_large_recv[size_t(fd)] = large;
+}
+
+// recv(fd, n) into a new bytes object of `size` bytes (n >= size: shrunk to what came).
+Attempt recv_bytes(int fd, Py_ssize_t size, PyObject** result) {
+    PyObject* bytes = PyBytes_FromStringAndSize(nullptr, size);
+    if (!bytes) return Attempt::error;
+    for (;;) {
+        ssize_t got = ::recv(fd, PyBytes_AS_STRING(bytes), size_t(size), 0);
+        if (got >= 0) {
+            if (got != size && _PyBytes_Resize(&bytes, got) < 0) return Attempt::error;
+            *result = bytes;
+            return Attempt::done;
+        }
+        Sys s = sys_failed();
+        if (s == Sys::retry) continue;
+        Py_DECREF(bytes);
+        return s == Sys::would_block ? Attempt::would_block : Attempt::error;
+    }
+}
+
 Attempt try_recv(SockOp* op, PyObject** result) {
     Py_ssize_t n = PyLong_AsSsize_t(op->arg);
     if (n < 0) {
@@ -250,11 +296,23 @@ Attempt try_recv(SockOp* op, PyObject** result) {
     int fd = sock_fd(op);
     if (fd == -2) return Attempt::error;
     if (n > kDirectRecv && n <= kStreamScratchSize) {
+        if (large_recv_hint(fd)) {
+            // What recv(n) would take now is min(queued, n) (a datagram socket's
+            // FIONREAD is its next datagram, which recv(n) truncates to n the same).
+            int queued = 0;
+            Py_ssize_t size = ::ioctl(fd, FIONREAD, &queued) == 0 && queued > 0 ? (queued < n ? queued : n) : 0;
+            if (size > kDirectRecv && size <= kHeapRecv) {
+                Attempt a = recv_bytes(fd, size, result);
+                if (a == Attempt::done) set_large_recv_hint(fd, PyBytes_GET_SIZE(*result) > kDirectRecv);
+                return a;
+            }
+        }
         // A bytes object of n bytes would be an mmap() that the shrink mremap()s and
         // the free munmap()s: read into the shared buffer and copy what came.
         for (;;) {
             ssize_t got = ::recv(fd, stream_scratch(), size_t(n), 0);
             if (got >= 0) {
+                set_large_recv_hint(fd, got > kDirectRecv);
                 *result = PyBytes_FromStringAndSize(stream_scratch(), got);
                 return *result ? Attempt::done : Attempt::error;
             }
@@ -263,20 +321,7 @@ Attempt try_recv(SockOp* op, PyObject** result) {
             return s == Sys::would_block ? Attempt::would_block : Attempt::error;
         }
     }
-    PyObject* bytes = PyBytes_FromStringAndSize(nullptr, n);
-    if (!bytes) return Attempt::error;
-    for (;;) {
-        ssize_t got = ::recv(fd, PyBytes_AS_STRING(bytes), size_t(n), 0);
-        if (got >= 0) {
-            if (got != n && _PyBytes_Resize(&bytes, got) < 0) return Attempt::error;
-            *result = bytes;
-            return Attempt::done;
-        }
-        Sys s = sys_failed();
-        if (s == Sys::retry) continue;
-        Py_DECREF(bytes);
-        return s == Sys::would_block ? Attempt::would_block : Attempt::error;
-    }
+    return recv_bytes(fd, n, result);
 }
 
 Attempt try_recv_into(SockOp* op, PyObject** result) {

@@ -122,6 +122,52 @@ def test_sock_sendall_large_to_slow_reader(loop, tcp_pair):
     run(loop, main())
 
 
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_sock_recv_large_reads_of_mixed_sizes(loop, kind, pair, tcp_pair):
+    # Reads above 16 KiB take another path in cxxloop once a socket brought that
+    # much: every size limit and every byte must still be recv(n)'s.
+    a, b = tcp_pair if kind == "tcp" else pair
+    data = payload(3 * 1024 * 1024 + 7)
+    sizes = [20 * 1024, 256 * 1024, 17 * 1024, 100 * 1024, 1000, 64 * 1024, 130 * 1024, 256 * 1024]
+
+    async def main():
+        sender = asyncio.ensure_future(loop.sock_sendall(a, data))
+        got = bytearray()
+        i = 0
+        while len(got) < len(data):
+            n = sizes[i % len(sizes)]
+            i += 1
+            if i % 5 == 0:
+                await asyncio.sleep(0.001)  # Let more queue up than one read takes.
+            chunk = await loop.sock_recv(b, n)
+            assert type(chunk) is bytes and 0 < len(chunk) <= n
+            got += chunk
+        assert await sender is None
+        assert got == data
+        a.shutdown(socket.SHUT_WR)
+        assert await loop.sock_recv(b, 256 * 1024) == b""
+
+    run(loop, main())
+
+
+def test_sock_recv_large_datagrams(loop, udp_pair):
+    # A datagram socket's recv(n) is one datagram, cut to n bytes.
+    a, b = udp_pair
+    grams = [payload(n, seed=n) for n in (40000, 30000, 50000, 20000, 60000, 40000)]
+
+    async def main():
+        # Two queued at a time (a loopback receive buffer holds a few such).
+        for i, n in enumerate((256 * 1024, 256 * 1024, 20000, 256 * 1024, 17000, 40000)):
+            a.sendto(grams[i], b.getsockname())
+            if i + 1 < len(grams):
+                a.sendto(grams[i + 1], b.getsockname())
+            assert await loop.sock_recv(b, n) == grams[i][:n]
+            if i + 1 < len(grams):
+                assert await loop.sock_recv(b, 256 * 1024) == grams[i + 1]
+
+    run(loop, main())
+
+
 def test_sock_recv_cancel_loses_no_data(loop, pair):
     a, b = pair
 
