@@ -201,8 +201,31 @@ void finish(SockOp* op) {
     release_view(op);
 }
 
+// The leading fields of the socket module's socket object (PySocketSockObject in
+// CPython's Modules/socketmodule.h, the same on 3.11 to 3.13). They are read directly
+// only for a plain socket.socket / _socket.socket, and only when init_sock() found
+// them to agree with fileno() and gettimeout() on a real socket; otherwise the
+// methods are called. Reading them saves a method call (and, for the timeout, a float
+// object) per check: two of each per sock_recv or sock_sendall.
+struct SocketFields {
+    PyObject_HEAD
+    int sock_fd;
+    int sock_family;
+    int sock_type;
+    int sock_proto;
+    PyObject* (*errorhandler)(void);
+    int64_t sock_timeout;  // Nanoseconds; -1 s blocking, 0 non-blocking.
+};
+bool g_socket_fields = false;
+
+bool plain_socket(PyObject* sock) {
+    PyObject* st = reinterpret_cast<PyObject*>(Py_TYPE(sock));
+    return st == g_socket_type || st == g_csocket_type;
+}
+
 // The socket's current fd (-1 once closed, as socket.fileno() says).
 int sock_fd(SockOp* op) {
+    if (g_socket_fields && plain_socket(op->sock)) return reinterpret_cast<SocketFields*>(op->sock)->sock_fd;
     PyObject* r = call0(s_fileno, op->sock);
     if (!r) return -2;
     long fd = PyLong_AsLong(r);
@@ -762,16 +785,67 @@ PySendResult op_am_send(PyObject* self, PyObject* value, PyObject** out) {
     }
 }
 
+// From Python 3.12 on, `await op` steps the op through tp_iternext, so an op that
+// returns a value raises StopIteration(value), which the interpreter takes apart at
+// once. Making and freeing that exception was about 850 instructions per sock_recv.
+// The last one raised is kept and raised again when nobody else holds it (the value,
+// args, traceback, context, cause, notes and attributes set afresh), as the bytes of
+// bind_stream.cpp's reads are. Its value is dropped when the next op is made.
+PyObject* g_stop_iteration = nullptr;
+
+void drop_stop_value() {
+    PyObject* exc = g_stop_iteration;
+    if (exc && Py_REFCNT(exc) == 1) {
+        auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
+        if (si->value != Py_None) {
+            PyObject* empty = PyTuple_New(0);
+            if (!empty) {
+                PyErr_Clear();
+                return;
+            }
+            g_stop_iteration = nullptr;  // Ours alone while it changes.
+            Py_SETREF(si->value, Py_NewRef(Py_None));
+            Py_SETREF(si->args, empty);
+            if (!g_stop_iteration) g_stop_iteration = exc;
+            else Py_DECREF(exc);
+        }
+    }
+}
+
+void raise_stop_iteration(PyObject* value) {
+    PyObject* exc = g_stop_iteration;
+    if (exc && Py_REFCNT(exc) == 1) {
+        PyObject* args = PyTuple_Pack(1, value);
+        if (!args) return;
+        g_stop_iteration = nullptr;  // Ours alone while it changes (decrefs may run code).
+        auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
+        Py_SETREF(si->args, args);
+        Py_XSETREF(si->value, Py_NewRef(value));
+        Py_CLEAR(si->dict);
+        Py_CLEAR(si->notes);
+        Py_CLEAR(si->traceback);
+        Py_CLEAR(si->context);
+        Py_CLEAR(si->cause);
+        si->suppress_context = 0;
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        if (!g_stop_iteration) g_stop_iteration = exc;
+        else Py_DECREF(exc);
+        return;
+    }
+    exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (!exc) return;
+    PyErr_SetObject(PyExc_StopIteration, exc);
+    Py_XSETREF(g_stop_iteration, exc);
+}
+
 PyObject* gen_result(PySendResult r, PyObject* value) {
     if (r == PYGEN_NEXT) return value;
     if (r == PYGEN_ERROR) return nullptr;
-    // PYGEN_RETURN: StopIteration carrying the value.
-    PyObject* exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    // PYGEN_RETURN: StopIteration carrying the value (a bare one for None, as a
+    // coroutine's return raises).
+    if (value == Py_None) PyErr_SetNone(PyExc_StopIteration);
+    else raise_stop_iteration(value);
     Py_DECREF(value);
-    if (exc) {
-        PyErr_SetObject(PyExc_StopIteration, exc);
-        Py_DECREF(exc);
-    }
     return nullptr;
 }
 
@@ -929,10 +1003,10 @@ PyObject* call_stock(Kind kind, PyObject* self, PyObject* const* args, size_t na
 // Whether the native path is exactly asyncio's for this loop and socket.
 bool native_ok(PyObject* self, PyObject* sock) {
     if (!g_op_type) return false;
-    PyObject* st = reinterpret_cast<PyObject*>(Py_TYPE(sock));
-    if (st != g_socket_type && st != g_csocket_type) return false;
+    if (!plain_socket(sock)) return false;
     if (loop_debug_unchecked(self)) return false;
     if (_PyType_Lookup(Py_TYPE(self), s_create_future) != g_base_create_future) return false;
+    if (g_socket_fields) return reinterpret_cast<SocketFields*>(sock)->sock_timeout == 0;
     PyObject* t = PyObject_VectorcallMethod(s_gettimeout, &sock, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
     if (!t) {
         PyErr_Clear();
@@ -943,7 +1017,49 @@ bool native_ok(PyObject* self, PyObject* sock) {
     return nonblocking;
 }
 
+// Whether SocketFields reads what fileno() and gettimeout() say, on a socket in each
+// timeout mode (sets g_socket_fields). False only with an error set.
+bool check_socket_fields() {
+    g_socket_fields = false;
+    PyObject* sock = PyObject_CallNoArgs(g_socket_type);
+    if (!sock) {
+        PyErr_Clear();  // No socket to look at: keep the method calls.
+        return true;
+    }
+    bool agree = Py_TYPE(sock)->tp_basicsize >= Py_ssize_t(sizeof(SocketFields));
+    const SocketFields* f = reinterpret_cast<SocketFields*>(sock);
+    struct {
+        const char* call;
+        PyObject* arg;
+        int64_t want;
+    } modes[] = {{"setblocking", Py_False, 0}, {"setblocking", Py_True, -1000000000LL}};
+    for (auto& m : modes) {
+        if (!agree) break;
+        PyObject* r = PyObject_CallMethod(sock, m.call, "O", m.arg);
+        agree = r && f->sock_timeout == m.want;
+        Py_XDECREF(r);
+    }
+    if (agree) {
+        PyObject* r = PyObject_CallMethod(sock, "settimeout", "d", 2.5);
+        agree = r && f->sock_timeout == 2500000000LL;
+        Py_XDECREF(r);
+    }
+    if (agree) {
+        PyObject* r = PyObject_CallMethod(sock, "fileno", nullptr);
+        agree = r && PyLong_Check(r) && PyLong_AsLong(r) == f->sock_fd && f->sock_fd >= 0;
+        Py_XDECREF(r);
+    }
+    PyObject* r = PyObject_CallMethod(sock, "close", nullptr);
+    Py_XDECREF(r);
+    if (agree && r) agree = f->sock_fd == -1;
+    Py_DECREF(sock);
+    if (PyErr_Occurred()) PyErr_Clear();
+    g_socket_fields = agree;
+    return true;
+}
+
 PyObject* new_op(Kind kind, PyObject* self, PyObject* sock, PyObject* arg, PyObject* arg2 = nullptr) {
+    drop_stop_value();
     SockOp* op = PyObject_GC_New(SockOp, g_op_type);
     if (!op) return nullptr;
     op->kind = kind;
@@ -1055,6 +1171,7 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_XDECREF(csocket);
     Py_XDECREF(base_events);
     if (!ok) return nullptr;
+    if (!check_socket_fields()) return nullptr;
 
     static PyMethodDef defs[] = {
         {"sock_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_recv)),
@@ -1093,7 +1210,11 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return out;
 }
 
+PyObject* sock_fields_ok(PyObject*, PyObject*) { return PyBool_FromLong(g_socket_fields); }
+
 PyMethodDef module_methods[] = {
+    {"_sock_fields_ok", sock_fields_ok, METH_NOARGS,
+     "_sock_fields_ok() -> bool: whether the sock_* calls read a socket's fd and timeout directly."},
     {"_sock_methods", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(sock_methods)), METH_FASTCALL,
      "_sock_methods(loop_type, stock) -> {name: method}: the native sock_* methods."},
     {nullptr, nullptr, 0, nullptr},

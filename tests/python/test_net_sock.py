@@ -314,6 +314,46 @@ def test_sock_call_coroutine_protocol_by_hand(loop, pair):
         b.recv(10)  # neither the closed nor the thrown-into call ran
 
 
+def test_sock_call_results_by_hand_are_fresh_exceptions(loop, pair):
+    # The StopIteration each finished call raises: the ones kept keep their own
+    # value, and each new one has its own value, args, traceback and no attributes
+    # or context from an earlier one.
+    a, b = pair
+    kept = []
+    for i in range(6):
+        a.send(b"m%d" % i)
+        c = loop.sock_recv(b, 10)
+        try:
+            try:
+                raise KeyError(i)  # Being handled: the context of what is raised here.
+            except KeyError:
+                c.send(None)
+        except StopIteration as e:
+            assert e.value == b"m%d" % i and e.args == (b"m%d" % i,)
+            assert isinstance(e.__context__, KeyError) and e.__context__.args == (i,)
+            assert e.__cause__ is None and not e.__suppress_context__
+            assert e.__traceback__.tb_next is None
+            assert not hasattr(e, "tag")
+            e.tag = i
+            if i % 2:
+                kept.append(e)
+        else:
+            pytest.fail("sock_recv with data queued did not finish at once")
+        c = loop.sock_sendall(a, b"")
+        with pytest.raises(StopIteration) as e:
+            c.send(None)
+        assert e.value.value is None and e.value.args == ()
+    assert [(e.value, e.args, e.tag) for e in kept] == [(b"m%d" % i, (b"m%d" % i,), i) for i in (1, 3, 5)]
+
+
+def test_cxxloop_reads_socket_fields_directly():
+    # cxxloop reads a plain socket's fd and timeout from the socket object when they
+    # agree with fileno() and gettimeout() at import; on the CPython versions it
+    # supports they do (otherwise every sock_* call would take the slower path).
+    cxxloop_core = pytest.importorskip("cxxloop._core")
+    assert cxxloop_core._sock_fields_ok() is True
+
+
 def test_sock_call_bad_arguments(loop, pair):
     a, b = pair
 
