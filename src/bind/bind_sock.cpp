@@ -785,66 +785,74 @@ PySendResult op_am_send(PyObject* self, PyObject* value, PyObject** out) {
     }
 }
 
-// From Python 3.12 on, `await op` steps the op through tp_iternext, so an op that
-// returns a value raises StopIteration(value), which the interpreter takes apart at
-// once. Making and freeing that exception was about 850 instructions per sock_recv.
-// The last one raised is kept and raised again when nobody else holds it (the value,
-// args, traceback, context, cause, notes and attributes set afresh), as the bytes of
-// bind_stream.cpp's reads are. Its value is dropped when the next op is made.
+// From Python 3.12 on, `await op` (the interpreter's SEND) steps the op through
+// tp_iternext, so a result is raised as StopIteration(value), which the interpreter
+// takes apart at once. Making and freeing that exception was about 850 instructions
+// per sock_recv. So tp_iternext, when no exception is being handled (none becomes the
+// new one's __context__), raises the StopIteration it raised last again if nobody
+// else holds it, with its value and args set afresh; whatever it still refers to
+// (value, traceback, ...) is dropped when the next op is made. send() -- the op driven
+// by hand -- and tp_iternext while an exception is handled raise a new one each time.
 PyObject* g_stop_iteration = nullptr;
 
+// Empties the kept StopIteration (value None, args ()), unless someone else holds it.
 void drop_stop_value() {
     PyObject* exc = g_stop_iteration;
-    if (exc && Py_REFCNT(exc) == 1) {
-        auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
-        if (si->value != Py_None) {
-            PyObject* empty = PyTuple_New(0);
-            if (!empty) {
-                PyErr_Clear();
-                return;
-            }
-            g_stop_iteration = nullptr;  // Ours alone while it changes.
-            Py_SETREF(si->value, Py_NewRef(Py_None));
-            Py_SETREF(si->args, empty);
-            if (!g_stop_iteration) g_stop_iteration = exc;
-            else Py_DECREF(exc);
-        }
+    if (!exc || Py_REFCNT(exc) != 1) return;
+    auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
+    if (si->value == Py_None && !si->traceback && !si->context && !si->cause && !si->dict && !si->notes) return;
+    PyObject* empty = PyTuple_New(0);
+    if (!empty) {
+        PyErr_Clear();
+        return;
     }
+    g_stop_iteration = nullptr;  // Ours alone while it changes (decrefs may run code).
+    Py_SETREF(si->args, empty);
+    Py_XSETREF(si->value, Py_NewRef(Py_None));
+    Py_CLEAR(si->dict);
+    Py_CLEAR(si->notes);
+    Py_CLEAR(si->traceback);
+    Py_CLEAR(si->context);
+    Py_CLEAR(si->cause);
+    si->suppress_context = 0;
+    if (!g_stop_iteration) g_stop_iteration = exc;
+    else Py_DECREF(exc);
 }
 
-void raise_stop_iteration(PyObject* value) {
+void raise_stop_iteration(PyObject* value, bool may_reuse) {
+    if (may_reuse) {
+        PyObject* handled = PyErr_GetHandledException();
+        may_reuse = !handled || handled == Py_None;
+        Py_XDECREF(handled);
+    }
     PyObject* exc = g_stop_iteration;
-    if (exc && Py_REFCNT(exc) == 1) {
+    if (may_reuse && exc && Py_REFCNT(exc) == 1) {
+        drop_stop_value();  // Whatever an earlier raise left in it.
+        exc = g_stop_iteration;
+    }
+    if (may_reuse && exc && Py_REFCNT(exc) == 1) {
         PyObject* args = PyTuple_Pack(1, value);
         if (!args) return;
-        g_stop_iteration = nullptr;  // Ours alone while it changes (decrefs may run code).
         auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
-        Py_SETREF(si->args, args);
-        Py_XSETREF(si->value, Py_NewRef(value));
-        Py_CLEAR(si->dict);
-        Py_CLEAR(si->notes);
-        Py_CLEAR(si->traceback);
-        Py_CLEAR(si->context);
-        Py_CLEAR(si->cause);
-        si->suppress_context = 0;
+        Py_SETREF(si->args, args);  // Was (): nothing runs.
+        Py_SETREF(si->value, Py_NewRef(value));  // Was None.
         PyErr_SetObject(PyExc_StopIteration, exc);
-        if (!g_stop_iteration) g_stop_iteration = exc;
-        else Py_DECREF(exc);
         return;
     }
     exc = PyObject_CallOneArg(PyExc_StopIteration, value);
     if (!exc) return;
     PyErr_SetObject(PyExc_StopIteration, exc);
-    Py_XSETREF(g_stop_iteration, exc);
+    if (may_reuse) Py_XSETREF(g_stop_iteration, exc);
+    else Py_DECREF(exc);
 }
 
-PyObject* gen_result(PySendResult r, PyObject* value) {
+PyObject* gen_result(PySendResult r, PyObject* value, bool iternext) {
     if (r == PYGEN_NEXT) return value;
     if (r == PYGEN_ERROR) return nullptr;
     // PYGEN_RETURN: StopIteration carrying the value (a bare one for None, as a
     // coroutine's return raises).
     if (value == Py_None) PyErr_SetNone(PyExc_StopIteration);
-    else raise_stop_iteration(value);
+    else raise_stop_iteration(value, iternext);
     Py_DECREF(value);
     return nullptr;
 }
@@ -852,7 +860,7 @@ PyObject* gen_result(PySendResult r, PyObject* value) {
 PyObject* op_send(PyObject* self, PyObject* value) {
     PyObject* out = nullptr;
     PySendResult r = op_am_send(self, value, &out);
-    return gen_result(r, out);
+    return gen_result(r, out, false);
 }
 
 PyObject* op_iternext(PyObject* self) {
@@ -863,7 +871,7 @@ PyObject* op_iternext(PyObject* self) {
             Py_DECREF(out);
             return nullptr;  // StopIteration without a value.
         }
-        return gen_result(r, out);
+        return gen_result(r, out, true);
     }
     return r == PYGEN_NEXT ? out : nullptr;
 }

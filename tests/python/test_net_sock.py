@@ -346,6 +346,32 @@ def test_sock_call_results_by_hand_are_fresh_exceptions(loop, pair):
     assert [(e.value, e.args, e.tag) for e in kept] == [(b"m%d" % i, (b"m%d" % i,), i) for i in (1, 3, 5)]
 
 
+def test_sock_recv_awaited_in_except_block_keeps_nothing_alive(loop, pair):
+    # A result raised (and taken apart) while an exception is being handled has that
+    # exception as its context: nothing may keep either alive afterwards.
+    import weakref
+    a, b = pair
+
+    class E(Exception):
+        pass
+
+    async def main():
+        refs = []
+        for i in range(3):
+            a.send(b"s%d" % i)
+            assert await loop.sock_recv(b, 10) == b"s%d" % i
+            a.send(b"r%d" % i)
+            try:
+                raise E(i)
+            except E as e:
+                refs.append(weakref.ref(e))
+                assert await loop.sock_recv(b, 10) == b"r%d" % i
+        return refs
+
+    refs = run(loop, main())
+    assert [r() for r in refs] == [None, None, None]
+
+
 def test_cxxloop_reads_socket_fields_directly():
     # cxxloop reads a plain socket's fd and timeout from the socket object when they
     # agree with fileno() and gettimeout() at import; on the CPython versions it
