@@ -27,10 +27,12 @@
 // non-blocking, a loop not in debug mode, whose create_future() is asyncio's, simple
 // arguments. Anything else -- and an fd the core cannot route to a SockWatch because
 // add_reader() callbacks or a transport hold it -- goes to asyncio's own code.
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <new>
+#include <vector>
 
 #include "bind.hpp"
 
@@ -43,6 +45,13 @@ constexpr int kKinds = 7;
 // sock_recv(sock, n) with n up to this reads straight into a bytes object of n bytes
 // (shrunk to what came); larger n up to the shared buffer's size read there first.
 constexpr Py_ssize_t kDirectRecv = 16 * 1024;
+// A socket whose last sock_recv() brought more than kDirectRecv bytes asks the kernel
+// how much is queued (FIONREAD) and reads that straight into a bytes object of the
+// exact size, when it is above kDirectRecv and at most kHeapRecv: one copy (the
+// kernel's) instead of two, no shrink. Bigger bytes objects would be mmap()s (glibc's
+// threshold is 128 KiB until a freed mapping raises it): those go through the shared
+// buffer.
+constexpr Py_ssize_t kHeapRecv = 124 * 1024;
 enum class State : uint8_t { init, waiting, done };
 enum class Attempt { done, would_block, error, fatal };
 
@@ -192,8 +201,31 @@ void finish(SockOp* op) {
     release_view(op);
 }
 
+// The leading fields of the socket module's socket object (PySocketSockObject in
+// CPython's Modules/socketmodule.h, the same on 3.11 to 3.13). They are read directly
+// only for a plain socket.socket / _socket.socket, and only when init_sock() found
+// them to agree with fileno() and gettimeout() on a real socket; otherwise the
+// methods are called. Reading them saves a method call (and, for the timeout, a float
+// object) per check: two of each per sock_recv or sock_sendall.
+struct SocketFields {
+    PyObject_HEAD
+    int sock_fd;
+    int sock_family;
+    int sock_type;
+    int sock_proto;
+    PyObject* (*errorhandler)(void);
+    int64_t sock_timeout;  // Nanoseconds; -1 s blocking, 0 non-blocking.
+};
+bool g_socket_fields = false;
+
+bool plain_socket(PyObject* sock) {
+    PyObject* st = reinterpret_cast<PyObject*>(Py_TYPE(sock));
+    return st == g_socket_type || st == g_csocket_type;
+}
+
 // The socket's current fd (-1 once closed, as socket.fileno() says).
 int sock_fd(SockOp* op) {
+    if (g_socket_fields && plain_socket(op->sock)) return reinterpret_cast<SocketFields*>(op->sock)->sock_fd;
     PyObject* r = call0(s_fileno, op->sock);
     if (!r) return -2;
     long fd = PyLong_AsLong(r);
@@ -241,6 +273,43 @@ Attempt call_socket(SockOp* op, PyObject* name, PyObject** result) {
     return *result ? Attempt::done : classify_error();
 }
 
+// Per fd: whether its last sock_recv() of more than kDirectRecv brought more than
+// kDirectRecv (a hint only; a reused fd number just costs one FIONREAD).
+std::vector<bool> g_large_recv;
+
+bool large_recv_hint(int fd) { return size_t(fd) < g_large_recv.size() && g_large_recv[size_t(fd)]; }
+
+void set_large_recv_hint(int fd, bool large) {
+    if (fd < 0) return;
+    if (size_t(fd) >= g_large_recv.size()) {
+        if (!large) return;
+        try {
+            g_large_recv.resize(size_t(fd) + 64);
+        } catch (const std::bad_alloc&) {
+            return;
+        }
+    }
+    g_large_recv[size_t(fd)] = large;
+}
+
+// recv(fd, n) into a new bytes object of `size` bytes (n >= size: shrunk to what came).
+Attempt recv_bytes(int fd, Py_ssize_t size, PyObject** result) {
+    PyObject* bytes = PyBytes_FromStringAndSize(nullptr, size);
+    if (!bytes) return Attempt::error;
+    for (;;) {
+        ssize_t got = ::recv(fd, PyBytes_AS_STRING(bytes), size_t(size), 0);
+        if (got >= 0) {
+            if (got != size && _PyBytes_Resize(&bytes, got) < 0) return Attempt::error;
+            *result = bytes;
+            return Attempt::done;
+        }
+        Sys s = sys_failed();
+        if (s == Sys::retry) continue;
+        Py_DECREF(bytes);
+        return s == Sys::would_block ? Attempt::would_block : Attempt::error;
+    }
+}
+
 Attempt try_recv(SockOp* op, PyObject** result) {
     Py_ssize_t n = PyLong_AsSsize_t(op->arg);
     if (n < 0) {
@@ -250,11 +319,23 @@ Attempt try_recv(SockOp* op, PyObject** result) {
     int fd = sock_fd(op);
     if (fd == -2) return Attempt::error;
     if (n > kDirectRecv && n <= kStreamScratchSize) {
+        if (large_recv_hint(fd)) {
+            // What recv(n) would take now is min(queued, n) (a datagram socket's
+            // FIONREAD is its next datagram, which recv(n) truncates to n the same).
+            int queued = 0;
+            Py_ssize_t size = ::ioctl(fd, FIONREAD, &queued) == 0 && queued > 0 ? (queued < n ? queued : n) : 0;
+            if (size > kDirectRecv && size <= kHeapRecv) {
+                Attempt a = recv_bytes(fd, size, result);
+                if (a == Attempt::done) set_large_recv_hint(fd, PyBytes_GET_SIZE(*result) > kDirectRecv);
+                return a;
+            }
+        }
         // A bytes object of n bytes would be an mmap() that the shrink mremap()s and
         // the free munmap()s: read into the shared buffer and copy what came.
         for (;;) {
             ssize_t got = ::recv(fd, stream_scratch(), size_t(n), 0);
             if (got >= 0) {
+                set_large_recv_hint(fd, got > kDirectRecv);
                 *result = PyBytes_FromStringAndSize(stream_scratch(), got);
                 return *result ? Attempt::done : Attempt::error;
             }
@@ -263,20 +344,7 @@ Attempt try_recv(SockOp* op, PyObject** result) {
             return s == Sys::would_block ? Attempt::would_block : Attempt::error;
         }
     }
-    PyObject* bytes = PyBytes_FromStringAndSize(nullptr, n);
-    if (!bytes) return Attempt::error;
-    for (;;) {
-        ssize_t got = ::recv(fd, PyBytes_AS_STRING(bytes), size_t(n), 0);
-        if (got >= 0) {
-            if (got != n && _PyBytes_Resize(&bytes, got) < 0) return Attempt::error;
-            *result = bytes;
-            return Attempt::done;
-        }
-        Sys s = sys_failed();
-        if (s == Sys::retry) continue;
-        Py_DECREF(bytes);
-        return s == Sys::would_block ? Attempt::would_block : Attempt::error;
-    }
+    return recv_bytes(fd, n, result);
 }
 
 Attempt try_recv_into(SockOp* op, PyObject** result) {
@@ -717,23 +785,82 @@ PySendResult op_am_send(PyObject* self, PyObject* value, PyObject** out) {
     }
 }
 
-PyObject* gen_result(PySendResult r, PyObject* value) {
+// From Python 3.12 on, `await op` (the interpreter's SEND) steps the op through
+// tp_iternext, so a result is raised as StopIteration(value), which the interpreter
+// takes apart at once. Making and freeing that exception was about 850 instructions
+// per sock_recv. So tp_iternext, when no exception is being handled (none becomes the
+// new one's __context__), raises the StopIteration it raised last again if nobody
+// else holds it, with its value and args set afresh; whatever it still refers to
+// (value, traceback, ...) is dropped when the next op is made. send() -- the op driven
+// by hand -- and tp_iternext while an exception is handled raise a new one each time.
+PyObject* g_stop_iteration = nullptr;
+
+// Empties the kept StopIteration (value None, args ()), unless someone else holds it.
+void drop_stop_value() {
+    PyObject* exc = g_stop_iteration;
+    if (!exc || Py_REFCNT(exc) != 1) return;
+    auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
+    if (si->value == Py_None && !si->traceback && !si->context && !si->cause && !si->dict && !si->notes) return;
+    PyObject* empty = PyTuple_New(0);
+    if (!empty) {
+        PyErr_Clear();
+        return;
+    }
+    g_stop_iteration = nullptr;  // Ours alone while it changes (decrefs may run code).
+    Py_SETREF(si->args, empty);
+    Py_XSETREF(si->value, Py_NewRef(Py_None));
+    Py_CLEAR(si->dict);
+    Py_CLEAR(si->notes);
+    Py_CLEAR(si->traceback);
+    Py_CLEAR(si->context);
+    Py_CLEAR(si->cause);
+    si->suppress_context = 0;
+    if (!g_stop_iteration) g_stop_iteration = exc;
+    else Py_DECREF(exc);
+}
+
+void raise_stop_iteration(PyObject* value, bool may_reuse) {
+    if (may_reuse) {
+        PyObject* handled = PyErr_GetHandledException();
+        may_reuse = !handled || handled == Py_None;
+        Py_XDECREF(handled);
+    }
+    PyObject* exc = g_stop_iteration;
+    if (may_reuse && exc && Py_REFCNT(exc) == 1) {
+        drop_stop_value();  // Whatever an earlier raise left in it.
+        exc = g_stop_iteration;
+    }
+    if (may_reuse && exc && Py_REFCNT(exc) == 1) {
+        PyObject* args = PyTuple_Pack(1, value);
+        if (!args) return;
+        auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
+        Py_SETREF(si->args, args);  // Was (): nothing runs.
+        Py_SETREF(si->value, Py_NewRef(value));  // Was None.
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        return;
+    }
+    exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (!exc) return;
+    PyErr_SetObject(PyExc_StopIteration, exc);
+    if (may_reuse) Py_XSETREF(g_stop_iteration, exc);
+    else Py_DECREF(exc);
+}
+
+PyObject* gen_result(PySendResult r, PyObject* value, bool iternext) {
     if (r == PYGEN_NEXT) return value;
     if (r == PYGEN_ERROR) return nullptr;
-    // PYGEN_RETURN: StopIteration carrying the value.
-    PyObject* exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    // PYGEN_RETURN: StopIteration carrying the value (a bare one for None, as a
+    // coroutine's return raises).
+    if (value == Py_None) PyErr_SetNone(PyExc_StopIteration);
+    else raise_stop_iteration(value, iternext);
     Py_DECREF(value);
-    if (exc) {
-        PyErr_SetObject(PyExc_StopIteration, exc);
-        Py_DECREF(exc);
-    }
     return nullptr;
 }
 
 PyObject* op_send(PyObject* self, PyObject* value) {
     PyObject* out = nullptr;
     PySendResult r = op_am_send(self, value, &out);
-    return gen_result(r, out);
+    return gen_result(r, out, false);
 }
 
 PyObject* op_iternext(PyObject* self) {
@@ -744,7 +871,7 @@ PyObject* op_iternext(PyObject* self) {
             Py_DECREF(out);
             return nullptr;  // StopIteration without a value.
         }
-        return gen_result(r, out);
+        return gen_result(r, out, true);
     }
     return r == PYGEN_NEXT ? out : nullptr;
 }
@@ -884,10 +1011,10 @@ PyObject* call_stock(Kind kind, PyObject* self, PyObject* const* args, size_t na
 // Whether the native path is exactly asyncio's for this loop and socket.
 bool native_ok(PyObject* self, PyObject* sock) {
     if (!g_op_type) return false;
-    PyObject* st = reinterpret_cast<PyObject*>(Py_TYPE(sock));
-    if (st != g_socket_type && st != g_csocket_type) return false;
+    if (!plain_socket(sock)) return false;
     if (loop_debug_unchecked(self)) return false;
     if (_PyType_Lookup(Py_TYPE(self), s_create_future) != g_base_create_future) return false;
+    if (g_socket_fields) return reinterpret_cast<SocketFields*>(sock)->sock_timeout == 0;
     PyObject* t = PyObject_VectorcallMethod(s_gettimeout, &sock, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
     if (!t) {
         PyErr_Clear();
@@ -898,7 +1025,49 @@ bool native_ok(PyObject* self, PyObject* sock) {
     return nonblocking;
 }
 
+// Whether SocketFields reads what fileno() and gettimeout() say, on a socket in each
+// timeout mode (sets g_socket_fields). False only with an error set.
+bool check_socket_fields() {
+    g_socket_fields = false;
+    PyObject* sock = PyObject_CallNoArgs(g_socket_type);
+    if (!sock) {
+        PyErr_Clear();  // No socket to look at: keep the method calls.
+        return true;
+    }
+    bool agree = Py_TYPE(sock)->tp_basicsize >= Py_ssize_t(sizeof(SocketFields));
+    const SocketFields* f = reinterpret_cast<SocketFields*>(sock);
+    struct {
+        const char* call;
+        PyObject* arg;
+        int64_t want;
+    } modes[] = {{"setblocking", Py_False, 0}, {"setblocking", Py_True, -1000000000LL}};
+    for (auto& m : modes) {
+        if (!agree) break;
+        PyObject* r = PyObject_CallMethod(sock, m.call, "O", m.arg);
+        agree = r && f->sock_timeout == m.want;
+        Py_XDECREF(r);
+    }
+    if (agree) {
+        PyObject* r = PyObject_CallMethod(sock, "settimeout", "d", 2.5);
+        agree = r && f->sock_timeout == 2500000000LL;
+        Py_XDECREF(r);
+    }
+    if (agree) {
+        PyObject* r = PyObject_CallMethod(sock, "fileno", nullptr);
+        agree = r && PyLong_Check(r) && PyLong_AsLong(r) == f->sock_fd && f->sock_fd >= 0;
+        Py_XDECREF(r);
+    }
+    PyObject* r = PyObject_CallMethod(sock, "close", nullptr);
+    Py_XDECREF(r);
+    if (agree && r) agree = f->sock_fd == -1;
+    Py_DECREF(sock);
+    if (PyErr_Occurred()) PyErr_Clear();
+    g_socket_fields = agree;
+    return true;
+}
+
 PyObject* new_op(Kind kind, PyObject* self, PyObject* sock, PyObject* arg, PyObject* arg2 = nullptr) {
+    drop_stop_value();
     SockOp* op = PyObject_GC_New(SockOp, g_op_type);
     if (!op) return nullptr;
     op->kind = kind;
@@ -1010,6 +1179,7 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_XDECREF(csocket);
     Py_XDECREF(base_events);
     if (!ok) return nullptr;
+    if (!check_socket_fields()) return nullptr;
 
     static PyMethodDef defs[] = {
         {"sock_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_recv)),
@@ -1048,7 +1218,11 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return out;
 }
 
+PyObject* sock_fields_ok(PyObject*, PyObject*) { return PyBool_FromLong(g_socket_fields); }
+
 PyMethodDef module_methods[] = {
+    {"_sock_fields_ok", sock_fields_ok, METH_NOARGS,
+     "_sock_fields_ok() -> bool: whether the sock_* calls read a socket's fd and timeout directly."},
     {"_sock_methods", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(sock_methods)), METH_FASTCALL,
      "_sock_methods(loop_type, stock) -> {name: method}: the native sock_* methods."},
     {nullptr, nullptr, 0, nullptr},

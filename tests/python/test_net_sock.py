@@ -122,6 +122,52 @@ def test_sock_sendall_large_to_slow_reader(loop, tcp_pair):
     run(loop, main())
 
 
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_sock_recv_large_reads_of_mixed_sizes(loop, kind, pair, tcp_pair):
+    # Reads above 16 KiB take another path in cxxloop once a socket brought that
+    # much: every size limit and every byte must still be recv(n)'s.
+    a, b = tcp_pair if kind == "tcp" else pair
+    data = payload(3 * 1024 * 1024 + 7)
+    sizes = [20 * 1024, 256 * 1024, 17 * 1024, 100 * 1024, 1000, 64 * 1024, 130 * 1024, 256 * 1024]
+
+    async def main():
+        sender = asyncio.ensure_future(loop.sock_sendall(a, data))
+        got = bytearray()
+        i = 0
+        while len(got) < len(data):
+            n = sizes[i % len(sizes)]
+            i += 1
+            if i % 5 == 0:
+                await asyncio.sleep(0.001)  # Let more queue up than one read takes.
+            chunk = await loop.sock_recv(b, n)
+            assert type(chunk) is bytes and 0 < len(chunk) <= n
+            got += chunk
+        assert await sender is None
+        assert got == data
+        a.shutdown(socket.SHUT_WR)
+        assert await loop.sock_recv(b, 256 * 1024) == b""
+
+    run(loop, main())
+
+
+def test_sock_recv_large_datagrams(loop, udp_pair):
+    # A datagram socket's recv(n) is one datagram, cut to n bytes.
+    a, b = udp_pair
+    grams = [payload(n, seed=n) for n in (40000, 30000, 50000, 20000, 60000, 40000)]
+
+    async def main():
+        # Two queued at a time (a loopback receive buffer holds a few such).
+        for i, n in enumerate((256 * 1024, 256 * 1024, 20000, 256 * 1024, 17000, 40000)):
+            a.sendto(grams[i], b.getsockname())
+            if i + 1 < len(grams):
+                a.sendto(grams[i + 1], b.getsockname())
+            assert await loop.sock_recv(b, n) == grams[i][:n]
+            if i + 1 < len(grams):
+                assert await loop.sock_recv(b, 256 * 1024) == grams[i + 1]
+
+    run(loop, main())
+
+
 def test_sock_recv_cancel_loses_no_data(loop, pair):
     a, b = pair
 
@@ -266,6 +312,72 @@ def test_sock_call_coroutine_protocol_by_hand(loop, pair):
         c.send(None)
     with pytest.raises(BlockingIOError):
         b.recv(10)  # neither the closed nor the thrown-into call ran
+
+
+def test_sock_call_results_by_hand_are_fresh_exceptions(loop, pair):
+    # The StopIteration each finished call raises: the ones kept keep their own
+    # value, and each new one has its own value, args, traceback and no attributes
+    # or context from an earlier one.
+    a, b = pair
+    kept = []
+    for i in range(6):
+        a.send(b"m%d" % i)
+        c = loop.sock_recv(b, 10)
+        try:
+            try:
+                raise KeyError(i)  # Being handled: the context of what is raised here.
+            except KeyError:
+                c.send(None)
+        except StopIteration as e:
+            assert e.value == b"m%d" % i and e.args == (b"m%d" % i,)
+            assert isinstance(e.__context__, KeyError) and e.__context__.args == (i,)
+            assert e.__cause__ is None and not e.__suppress_context__
+            assert e.__traceback__.tb_next is None
+            assert not hasattr(e, "tag")
+            e.tag = i
+            if i % 2:
+                kept.append(e)
+        else:
+            pytest.fail("sock_recv with data queued did not finish at once")
+        c = loop.sock_sendall(a, b"")
+        with pytest.raises(StopIteration) as e:
+            c.send(None)
+        assert e.value.value is None and e.value.args == ()
+    assert [(e.value, e.args, e.tag) for e in kept] == [(b"m%d" % i, (b"m%d" % i,), i) for i in (1, 3, 5)]
+
+
+def test_sock_recv_awaited_in_except_block_keeps_nothing_alive(loop, pair):
+    # A result raised (and taken apart) while an exception is being handled has that
+    # exception as its context: nothing may keep either alive afterwards.
+    import weakref
+    a, b = pair
+
+    class E(Exception):
+        pass
+
+    async def main():
+        refs = []
+        for i in range(3):
+            a.send(b"s%d" % i)
+            assert await loop.sock_recv(b, 10) == b"s%d" % i
+            a.send(b"r%d" % i)
+            try:
+                raise E(i)
+            except E as e:
+                refs.append(weakref.ref(e))
+                assert await loop.sock_recv(b, 10) == b"r%d" % i
+        return refs
+
+    refs = run(loop, main())
+    assert [r() for r in refs] == [None, None, None]
+
+
+def test_cxxloop_reads_socket_fields_directly():
+    # cxxloop reads a plain socket's fd and timeout from the socket object when they
+    # agree with fileno() and gettimeout() at import; on the CPython versions it
+    # supports they do (otherwise every sock_* call would take the slower path).
+    cxxloop_core = pytest.importorskip("cxxloop._core")
+    assert cxxloop_core._sock_fields_ok() is True
 
 
 def test_sock_call_bad_arguments(loop, pair):

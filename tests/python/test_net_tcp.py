@@ -476,6 +476,49 @@ def test_no_data_received_after_close_in_data_received(loop, lsock):
         peer.close()
 
 
+def test_data_received_bytes_kept_or_dropped_stay_right(loop, lsock):
+    # Reads of one size one after another, the protocol keeping some of the bytes
+    # objects it gets, hashing and dropping others, writing others: whatever it keeps
+    # or writes is unchanged, and every hash is its contents'.
+    class P(asyncio.Protocol):
+        def __init__(self):
+            self.got = []     # (copy, object kept or None)
+            self.hashes_ok = True
+            self.i = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.i += 1
+            if hash(data) != hash(bytes(bytearray(data))):
+                self.hashes_ok = False
+            {data: 1}  # A dict key: the hash is cached in the object.
+            if self.i % 3 == 0:
+                self.transport.write(data)
+            self.got.append((bytes(bytearray(data)), data if self.i % 2 == 0 else None))
+
+    pr = P()
+    tr, _ = run(loop, loop.create_connection(lambda: pr, *lsock.getsockname()))
+    peer = accept(lsock)
+    try:
+        msgs = [payload(1000, seed=i) for i in range(30)]
+        for i, m in enumerate(msgs):
+            peer.sendall(m)
+            run_until(loop, lambda: len(pr.got) > i or sum(len(c) for c, _ in pr.got) >= 1000 * (i + 1))
+        assert b"".join(c for c, _ in pr.got) == b"".join(msgs)
+        assert pr.hashes_ok
+        for copy, kept in pr.got:
+            if kept is not None:
+                assert kept == copy and hash(kept) == hash(bytes(bytearray(kept)))
+        echoed = b"".join(c for i, (c, _) in enumerate(pr.got) if (i + 1) % 3 == 0)
+        assert recv_exactly(peer, len(echoed)) == echoed
+    finally:
+        tr.close()
+        run_briefly(loop, 2)
+        peer.close()
+
+
 def test_exception_in_data_received_goes_to_handler_and_closes(loop, lsock, expect_exception_handler_calls):
     class P(RecordingProtocol):
         def data_received(self, data):
