@@ -64,7 +64,7 @@ private:
     std::error_code arm(int fd, Watch& w) noexcept;
     void disarm(int fd, Watch& w) noexcept;
     void rearm_reported() noexcept;
-    static void on_poll(void* self, uint64_t data, int res) noexcept;
+    static void on_poll(void* self, uint64_t data, int res, uint32_t flags) noexcept;
     int enter(int64_t timeout_ns) noexcept;
 
     Uring uring_;  // Throws when io_uring is unusable, so nothing below is built then.
@@ -144,7 +144,7 @@ void UringPoller::rearm_reported() noexcept {
     reported_.clear();
 }
 
-void UringPoller::on_poll(void* self, uint64_t data, int res) noexcept {
+void UringPoller::on_poll(void* self, uint64_t data, int res, uint32_t /*flags*/) noexcept {
     auto* p = static_cast<UringPoller*>(self);
     const int fd = int(uint32_t(data >> 32));
     Watch* w = p->find(fd);
