@@ -35,6 +35,11 @@ public:
     virtual ~Poller() = default;
     /// Starts watching `fd` for `interest` (non-zero); fails with EEXIST if watched.
     virtual std::error_code add(int fd, uint32_t interest) = 0;
+    /// Like add(), for an fd whose consumer reads (or writes) until EAGAIN at every
+    /// report, such as the loop's waker: the backend may then report only new
+    /// readiness (wake-ups after the drain) instead of a level, which lets io_uring
+    /// keep one multishot poll armed. Others use add() (the default).
+    virtual std::error_code add_drained(int fd, uint32_t interest) { return add(fd, interest); }
     /// Changes the interest of a watched fd (non-zero).
     virtual std::error_code modify(int fd, uint32_t interest) = 0;
     /// Stops watching `fd`. An fd already closed is not an error (EBADF is ignored).

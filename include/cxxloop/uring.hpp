@@ -22,6 +22,18 @@ namespace cxxloop {
 
 // --- probe ---------------------------------------------------------------------------
 
+/// Optional kernel features: the engine works without each, by a slower path.
+enum UringFeature : uint32_t {
+    /// IORING_POLL_ADD_MULTI (Linux 5.13): the waker's poll is armed once, not per
+    /// wake-up. Without it: one-shot polls.
+    kUringPollMultishot = 1u << 0,
+    /// IORING_RECV_MULTISHOT into a provided-buffer ring (Linux 6.0; the rings came in
+    /// 5.19): UringStream. Without it: socket streams use the readiness-based Stream
+    /// on ring polls.
+    kUringRecvMultishot = 1u << 1,
+    kUringAllFeatures = kUringPollMultishot | kUringRecvMultishot,
+};
+
 /// Whether io_uring can be used by this process, and why not.
 struct UringSupport {
     bool available = false;
@@ -31,13 +43,22 @@ struct UringSupport {
     int error = 0;
     /// Empty when available; otherwise a sentence naming the reason.
     std::string reason;
+    /// The optional UringFeature bits the kernel has (tested by using each once on a
+    /// scratch ring), less those named in the CXXLOOP_URING_DISABLE environment
+    /// variable (a comma-separated list of "poll_multishot", "recv_multishot": forces
+    /// the fallbacks, for tests). 0 when unavailable.
+    uint32_t features = 0;
+    /// Empty when every optional feature is there; otherwise a sentence naming those
+    /// missing and why (kernel or CXXLOOP_URING_DISABLE).
+    std::string missing_features;
 };
 
 /// Probes io_uring once per process and caches the answer (thread-safe).
 const UringSupport& uring_support() noexcept;
 
 /// Probes io_uring now, without the cache (tests use it under seccomp filters).
-UringSupport detect_uring() noexcept;
+/// `disable` is read like CXXLOOP_URING_DISABLE (null: read the variable).
+UringSupport detect_uring(const char* disable = nullptr) noexcept;
 
 // --- operations -------------------------------------------------------------------------
 
@@ -235,6 +256,22 @@ public:
     /// True once close() has run.
     bool closed() const noexcept { return closed_; }
 
+    /// True when every UringFeature bit of `features` may be used on this engine:
+    /// the probe found it (uring_support().features) and disable() was not called.
+    bool has(uint32_t features) const noexcept { return (features_ & features) == features; }
+    /// Stops using the optional `features` on this engine (tests force the fallbacks
+    /// with it). Call it before starting what depends on them: the uring Poller reads
+    /// kUringPollMultishot when it is made, UringStream reads kUringRecvMultishot per stream.
+    void disable(uint32_t features) noexcept { features_ &= ~features; }
+
+    /// Counters for measurements and tests: submission entries handed out, and
+    /// completions reaped, since the engine was made.
+    struct Stats {
+        uint64_t sqes = 0;
+        uint64_t cqes = 0;
+    };
+    const Stats& stats() const noexcept { return stats_; }
+
     // --- used by the uring Poller --------------------------------------------------
     /// Runs the callbacks of the completions collected by reap(). Returns how many.
     size_t dispatch() noexcept;
@@ -259,9 +296,9 @@ public:
     /// Submits queued entries, if any (no wait). Returns the io_uring_submit result.
     int flush() noexcept;
     /// Moves every available CQE out of the completion ring: op completions into the
-    /// dispatch queue, polls to `on_poll(ctx, user_data, res)`; other tags are dropped.
-    /// Returns how many CQEs there were.
-    size_t reap(void (*on_poll)(void* ctx, uint64_t user_data, int res), void* ctx) noexcept;
+    /// dispatch queue, polls to `on_poll(ctx, user_data, res, cqe_flags)`; other tags
+    /// are dropped. Returns how many CQEs there were.
+    size_t reap(void (*on_poll)(void* ctx, uint64_t user_data, int res, uint32_t flags), void* ctx) noexcept;
 
 private:
     struct Completion {
@@ -293,6 +330,8 @@ private:
     size_t pending_count_ = 0;
     std::vector<Completion> done_;
     std::vector<std::unique_ptr<BufRing>> buf_rings_;  // Freed after the ring is gone.
+    Stats stats_;
+    uint32_t features_ = 0;  // UringFeature bits in use (set from the probe).
     bool closed_ = false;
     bool sync_cancel_ = true;  // Cleared where IORING_REGISTER_SYNC_CANCEL is missing (< 6.0).
 };

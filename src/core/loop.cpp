@@ -26,7 +26,7 @@ EventLoop::EventLoop(std::unique_ptr<Poller> poller)
       waker_fd_(waker_->fd()),
       pid_(getpid()),
       completions_(poller_->completion_based()) {
-    if (auto ec = poller_->add(waker_fd_, kReadable)) throw std::system_error(ec, "cannot watch the waker");
+    if (auto ec = poller_->add_drained(waker_fd_, kReadable)) throw std::system_error(ec, "cannot watch the waker");
 }
 
 EventLoop::~EventLoop() { close(); }
@@ -488,7 +488,7 @@ std::error_code EventLoop::after_fork() {
     // A wake-up in flight at fork() belongs to the parent's waker.
     sleeping_.store(false);
     wake_sent_.store(false);
-    return poller_->add(waker_fd_, kReadable);
+    return poller_->add_drained(waker_fd_, kReadable);
 }
 
 }  // namespace cxxloop

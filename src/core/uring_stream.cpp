@@ -31,7 +31,7 @@ using wq::would_block;
 
 bool UringStream::supported(EventLoop& loop) noexcept {
     Uring* r = loop.uring();
-    if (!r) return false;
+    if (!r || !r->has(kUringRecvMultishot)) return false;  // Probed once (probe.cpp).
     if (r->buf_ring(kGroup)) return true;
     std::error_code ec;
     return r->add_buf_ring(kGroup, kBufCount, kBufSize, ec) != nullptr;

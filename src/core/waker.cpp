@@ -57,12 +57,18 @@ void Waker::wake() noexcept {
 }
 
 void Waker::drain() noexcept {
-    // Read until EAGAIN: a single read empties an eventfd, but a pipe may hold more
-    // bytes than one buffer; stopping early would leave it readable and the loop spinning.
+    // One read resets an eventfd's counter, so it is drained (EAGAIN-clean) after it:
+    // a second read would only cost a syscall per wake-up. A pipe may hold more bytes
+    // than one buffer, so it is read until EAGAIN; stopping early would leave it
+    // readable and the loop spinning. (The io_uring poller relies on this: it watches
+    // the waker with a multishot poll, which reports wake-ups, not a level.)
     uint64_t buf[32];
-    size_t want = rfd_ == wfd_ ? sizeof(uint64_t) : sizeof buf;
+    if (rfd_ == wfd_) {
+        sys::retry_eintr([&] { return ::read(rfd_, buf, sizeof(uint64_t)); });
+        return;
+    }
     for (;;) {
-        ssize_t n = sys::retry_eintr([&] { return ::read(rfd_, buf, want); });
+        ssize_t n = sys::retry_eintr([&] { return ::read(rfd_, buf, sizeof buf); });
         if (n <= 0) return;
     }
 }

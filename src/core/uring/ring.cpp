@@ -48,6 +48,7 @@ Uring::Uring() {
     if (!s.available) throw std::system_error(sys::make_error(s.error), "io_uring is unavailable: " + s.reason);
     if (auto ec = setup())
         throw std::system_error(ec, "io_uring is unavailable: " + uring::setup_refusal(ec.value(), uring::read_io_uring_disabled()));
+    features_ = s.features;
     done_.reserve(256);
 }
 
@@ -74,6 +75,7 @@ io_uring_sqe* Uring::sqe() noexcept {
         io_uring_submit(ring_.get());
         s = io_uring_get_sqe(ring_.get());
     }
+    stats_.sqes += s != nullptr;
     return s;
 }
 
@@ -109,7 +111,7 @@ void Uring::finish(UringOp& op) noexcept {
 
 // --- completion -------------------------------------------------------------------------
 
-size_t Uring::reap(void (*on_poll)(void* ctx, uint64_t user_data, int res), void* ctx) noexcept {
+size_t Uring::reap(void (*on_poll)(void* ctx, uint64_t user_data, int res, uint32_t flags), void* ctx) noexcept {
     if (!ring_) return 0;
     io_uring* r = ring_.get();
     size_t total = 0;
@@ -121,11 +123,12 @@ size_t Uring::reap(void (*on_poll)(void* ctx, uint64_t user_data, int res), void
             const uint64_t data = cqe->user_data;
             const uint64_t tag = data & kTagMask;
             if (tag == 0 && data != 0) done_.push_back({reinterpret_cast<UringOp*>(uintptr_t(data)), cqe->res, cqe->flags});
-            else if (tag == kTagPoll) on_poll(ctx, data, cqe->res);
+            else if (tag == kTagPoll) on_poll(ctx, data, cqe->res, cqe->flags);
             // Anything else is the engine's own (cancels, poll removals): no owner to tell.
         }
         io_uring_cq_advance(r, seen);
         total += seen;
+        stats_.cqes += seen;
         // Completions that did not fit wait in the kernel's overflow list; entering
         // the kernel moves them into the ring.
         if (!io_uring_cq_has_overflow(r)) return total;
@@ -168,7 +171,7 @@ void Uring::cancel_all() noexcept {
         }
         io_uring_submit(r);
     }
-    auto ignore = [](void*, uint64_t, int) {};
+    auto ignore = [](void*, uint64_t, int, uint32_t) {};
     for (int round = 0; round < 50; ++round) {
         io_uring_get_events(r);
         reap(ignore, nullptr);

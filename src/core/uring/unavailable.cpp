@@ -16,7 +16,7 @@ std::error_code unsupported() noexcept { return std::make_error_code(std::errc::
 
 }  // namespace
 
-UringSupport detect_uring() noexcept {
+UringSupport detect_uring(const char*) noexcept {
     UringSupport s;
     s.error = ENOSYS;
     s.reason = kReason;
@@ -57,6 +57,6 @@ void Uring::close() noexcept {}
 std::error_code Uring::after_fork() noexcept { return unsupported(); }
 ::io_uring_sqe* Uring::sqe() noexcept { return nullptr; }
 int Uring::flush() noexcept { return 0; }
-size_t Uring::reap(void (*)(void*, uint64_t, int), void*) noexcept { return 0; }
+size_t Uring::reap(void (*)(void*, uint64_t, int, uint32_t), void*) noexcept { return 0; }
 
 }  // namespace cxxloop
