@@ -372,6 +372,79 @@ def test_sock_recv_awaited_in_except_block_keeps_nothing_alive(loop, pair):
     assert [r() for r in refs] == [None, None, None]
 
 
+def test_sock_results_stay_with_their_owner(loop):
+    # What a finished call returns is the caller's alone: once it drops it, nothing
+    # keeps it alive. A dropped accepted socket is closed at once (ResourceWarning),
+    # and its peer sees the end of the stream.
+    import warnings
+    import weakref
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+    ls.setblocking(False)
+    c = socket.create_connection(ls.getsockname())
+    c.settimeout(5)
+
+    class Tag:
+        pass
+
+    async def main():
+        await asyncio.sleep(0.01)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            conn, addr = await loop.sock_accept(ls)
+            del conn, addr
+            gc.collect()
+        assert c.recv(10) == b""  # The accepted socket was closed.
+        # A datagram's address tuple, likewise.
+        u, v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind((HOST, 0))
+            v.setblocking(False)
+            v.sendto(b"d", u.getsockname())
+            u.setblocking(False)
+            await asyncio.sleep(0.01)
+            result = await loop.sock_recvfrom(u, 10)
+            assert result[0] == b"d"
+            assert sys.getrefcount(result) == 2  # result, and getrefcount's argument
+        finally:
+            u.close()
+            v.close()
+
+    try:
+        run(loop, main())
+    finally:
+        c.close()
+        ls.close()
+
+
+def test_sock_result_taken_by_next_keeps_no_frame_alive(loop, pair):
+    # A call stepped by hand with next() on its __await__() iterator: the
+    # StopIteration caught in a function keeps neither the function's frame nor its
+    # locals alive once the function returned.
+    import weakref
+    a, b = pair
+
+    class Local:
+        pass
+
+    def take(n):
+        local = Local()
+        ref = weakref.ref(local)
+        a.send(b"n%d" % n)
+        it = loop.sock_recv(b, 10).__await__()
+        try:
+            next(it)
+        except StopIteration as e:
+            assert e.value == b"n%d" % n
+        else:
+            pytest.fail("sock_recv with data queued did not finish at once")
+        return ref
+
+    refs = [take(i) for i in range(3)]
+    assert [r() for r in refs] == [None, None, None]
+
+
 def test_cxxloop_reads_socket_fields_directly():
     # cxxloop reads a plain socket's fd and timeout from the socket object when they
     # agree with fileno() and gettimeout() at import; on the CPython versions it
