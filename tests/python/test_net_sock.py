@@ -491,6 +491,38 @@ def test_sock_recv_on_blocking_socket_outside_debug_mode(loop, pair):
     run(loop, main())
 
 
+def test_sock_calls_on_closed_or_detached_socket(loop):
+    # A closed (or detached) socket's fd is -1: each call fails as the socket's own
+    # method does, with EBADF.
+    calls = {
+        "recv": lambda s: loop.sock_recv(s, 10),
+        "recv large": lambda s: loop.sock_recv(s, 100000),
+        "recv_into": lambda s: loop.sock_recv_into(s, bytearray(10)),
+        "sendall": lambda s: loop.sock_sendall(s, b"x"),
+        "sendall empty": lambda s: loop.sock_sendall(s, b""),
+        "recvfrom": lambda s: loop.sock_recvfrom(s, 10),
+        "recvfrom_into": lambda s: loop.sock_recvfrom_into(s, bytearray(10)),
+        "sendto": lambda s: loop.sock_sendto(s, b"x", "unbound"),
+        "accept": lambda s: loop.sock_accept(s),
+    }
+    for how in ("close", "detach"):
+        for name, call in calls.items():
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            if how == "close":
+                b.close()
+            else:
+                b2 = socket.socket(fileno=b.detach())
+            try:
+                with pytest.raises(OSError) as e:
+                    run(loop, call(b))
+                assert e.value.errno == errno.EBADF, (how, name)
+            finally:
+                a.close()
+                if how == "detach":
+                    b2.close()
+
+
 def test_sock_socket_subclass_methods_are_used(loop, pair):
     a, b = pair
     calls = []
