@@ -808,7 +808,9 @@ void drop_stop_value() {
     PyObject* exc = g_stop_iteration;
     if (!exc || Py_REFCNT(exc) != 1) return;
     auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
-    if (si->value == Py_None && !si->traceback && !si->context && !si->cause && !si->dict && !si->notes) return;
+    if (si->value == Py_None && PyTuple_GET_SIZE(si->args) == 0 && !si->traceback && !si->context && !si->cause &&
+        !si->dict && !si->notes)
+        return;
     PyObject* empty = PyTuple_New(0);
     if (!empty) {
         PyErr_Clear();
