@@ -855,6 +855,54 @@ def test_sock_calls_leave_nothing_behind(loop, pair):
     run(loop, main())
 
 
+def test_sock_calls_in_two_loops_in_two_threads(loop_factory):
+    # Two loops, each in its own thread, echo through their own socket pairs at once:
+    # small and large reads (whose buffers and kept objects the module shares), and
+    # results raised through tp_iternext and am_send. Every byte arrives unchanged.
+    import threading
+    sizes = [1, 7, 1057, 1057, 20000, 70000, 100000, 130000, 300000]
+    errors = []
+
+    async def echo_rounds(loop, a, b, seed):
+        for i in range(12):
+            for n in sizes:
+                data = payload(n, seed=seed * 1000 + i * 16 + n % 16)
+                sending = asyncio.ensure_future(loop.sock_sendall(a, data))
+                got = bytearray()
+                while len(got) < n:
+                    got += await loop.sock_recv(b, 256 * 1024 if n > 50000 else 4096)
+                await sending
+                assert bytes(got) == data, (seed, i, n)
+                buf = bytearray(8)
+                await loop.sock_sendall(b, b"ack%d" % (i % 10))
+                assert await asyncio.wait_for(loop.sock_recv_into(a, buf), 5) == 4
+                assert bytes(buf[:4]) == b"ack%d" % (i % 10)
+
+    def worker(loop, seed):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        try:
+            loop.run_until_complete(asyncio.wait_for(echo_rounds(loop, a, b, seed), 30))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            a.close()
+            b.close()
+
+    loops = [loop_factory(), loop_factory()]
+    try:
+        threads = [threading.Thread(target=worker, args=(lp, i)) for i, lp in enumerate(loops)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for lp in loops:
+            lp.close()
+    assert errors == []
+
+
 # --------------------------------------------------------------------------
 # Datagram: recvfrom / sendto
 
