@@ -108,13 +108,14 @@ public:
 /// the fd: the owner closes it after detach() (or abort()).
 ///
 /// Writes are tried at once when nothing is queued; what the kernel does not take is
-/// queued by reference and flushed with one writev/sendmsg per writable event. Flow
+/// queued by reference and flushed with one writev/send/sendmsg per writable event. Flow
 /// control follows asyncio's rule: pause when the queue exceeds the high water mark,
 /// resume when it drops to the low one (defaults 64 KiB and 16 KiB).
 class Stream final : public ByteStream, public IoHandler {
 public:
-    /// Wraps `fd` (set non-blocking here). `is_socket` selects sendmsg(MSG_NOSIGNAL)
-    /// over writev, so a vanished peer gives EPIPE rather than SIGPIPE.
+    /// Wraps `fd` (set non-blocking here). `is_socket` selects send()/sendmsg() with
+    /// MSG_NOSIGNAL (one buffer / several) over writev, so a vanished peer gives EPIPE
+    /// rather than SIGPIPE; anything else (a pipe) is written with writev.
     Stream(EventLoop& loop, int fd, StreamHandler& handler, bool is_socket);
     ~Stream() override;
     Stream(const Stream&) = delete;

@@ -788,11 +788,19 @@ PySendResult op_am_send(PyObject* self, PyObject* value, PyObject** out) {
 // From Python 3.12 on, `await op` (the interpreter's SEND) steps the op through
 // tp_iternext, so a result is raised as StopIteration(value), which the interpreter
 // takes apart at once. Making and freeing that exception was about 850 instructions
-// per sock_recv. So tp_iternext, when no exception is being handled (none becomes the
-// new one's __context__), raises the StopIteration it raised last again if nobody
-// else holds it, with its value and args set afresh; whatever it still refers to
-// (value, traceback, ...) is dropped when the next op is made. send() -- the op driven
-// by hand -- and tp_iternext while an exception is handled raise a new one each time.
+// per sock_recv. So tp_iternext raises the StopIteration it raised last again, if
+// nobody else holds it, with its value and args set afresh; whatever it still refers
+// to is dropped when the next op is made. Until then it keeps the value, and a
+// traceback if the exception reached a Python frame, so it is reused only where that
+// keeps nothing anyone could miss:
+// - the value is an exact bytes or int (sock_recv, sock_recv_into): no finalizer, no
+//   references (an accepted socket kept alive would stay open);
+// - no exception is being handled (it would become the new one's __context__);
+// - the op's only reference is the one being stepped: `await loop.sock_recv(...)`
+//   (the awaiting frame's stack). An op stepped by hand through a variable, e.g.
+//   next(op.__await__()) kept in a local, raises a new one: there the exception
+//   reaches the caller's frame and would keep that frame's traceback.
+// send() -- the op driven by hand -- always raises a new one.
 PyObject* g_stop_iteration = nullptr;
 
 // Empties the kept StopIteration (value None, args ()), unless someone else holds it.
@@ -800,7 +808,9 @@ void drop_stop_value() {
     PyObject* exc = g_stop_iteration;
     if (!exc || Py_REFCNT(exc) != 1) return;
     auto* si = reinterpret_cast<PyStopIterationObject*>(exc);
-    if (si->value == Py_None && !si->traceback && !si->context && !si->cause && !si->dict && !si->notes) return;
+    if (si->value == Py_None && PyTuple_GET_SIZE(si->args) == 0 && !si->traceback && !si->context && !si->cause &&
+        !si->dict && !si->notes)
+        return;
     PyObject* empty = PyTuple_New(0);
     if (!empty) {
         PyErr_Clear();
@@ -820,6 +830,7 @@ void drop_stop_value() {
 }
 
 void raise_stop_iteration(PyObject* value, bool may_reuse) {
+    may_reuse = may_reuse && (PyBytes_CheckExact(value) || PyLong_CheckExact(value));
     if (may_reuse) {
         PyObject* handled = PyErr_GetHandledException();
         may_reuse = !handled || handled == Py_None;
@@ -871,7 +882,7 @@ PyObject* op_iternext(PyObject* self) {
             Py_DECREF(out);
             return nullptr;  // StopIteration without a value.
         }
-        return gen_result(r, out, true);
+        return gen_result(r, out, Py_REFCNT(self) == 1);
     }
     return r == PYGEN_NEXT ? out : nullptr;
 }

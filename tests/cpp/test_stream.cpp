@@ -1,6 +1,7 @@
 // test_stream.cpp: Stream reads, writes, flow control, EOF, errors and teardown, per poller.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -164,6 +165,33 @@ TEST_P(StreamTest, WriteToAVanishedPeerFailsWithoutSigpipe) {
     EXPECT_EQ(s.write(again.chunk()), std::errc::broken_pipe);
     EXPECT_EQ(again.released, 1);
     EXPECT_EQ(rec.errors, 1);  // Reported once.
+}
+
+TEST_P(StreamTest, FlushOfOneChunkToAVanishedPeerFailsWithoutSigpipe) {
+    // The flush of a queue with one chunk left goes out with send(): it too must
+    // not raise SIGPIPE (this process has the default action) when the peer is gone,
+    // over a Unix socket pair and over TCP.
+    struct sigaction dfl {}, old {};
+    dfl.sa_handler = SIG_DFL;
+    ASSERT_EQ(::sigaction(SIGPIPE, &dfl, &old), 0);
+    for (bool tcp : {false, true}) {
+        auto [a, b] = tcp ? tcp_pair() : socket_pair();
+        int small = 4096;
+        ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        Recorder rec;
+        Stream s(loop, a.get(), rec, true);
+        Owned big{std::string(400000, 'q')};
+        ASSERT_FALSE(s.write(big.chunk()));
+        ASSERT_GT(s.write_buffer_size(), 0u) << tcp;
+        b.reset();
+        ASSERT_TRUE(run_until([&] { return rec.errors == 1; }, 5000)) << tcp;
+        EXPECT_TRUE(rec.error_while_writing) << tcp;
+        EXPECT_TRUE(rec.last_error == std::errc::broken_pipe || rec.last_error == std::errc::connection_reset)
+            << tcp << " " << rec.last_error.message();
+        EXPECT_EQ(big.released, 1) << tcp;
+        EXPECT_EQ(s.write_buffer_size(), 0u) << tcp;
+    }
+    ::sigaction(SIGPIPE, &old, nullptr);
 }
 
 TEST_P(StreamTest, ResetPeerIsAReadError) {

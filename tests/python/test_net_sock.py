@@ -372,6 +372,79 @@ def test_sock_recv_awaited_in_except_block_keeps_nothing_alive(loop, pair):
     assert [r() for r in refs] == [None, None, None]
 
 
+def test_sock_results_stay_with_their_owner(loop):
+    # What a finished call returns is the caller's alone: once it drops it, nothing
+    # keeps it alive. A dropped accepted socket is closed at once (ResourceWarning),
+    # and its peer sees the end of the stream.
+    import warnings
+    import weakref
+    ls = socket.socket()
+    ls.bind((HOST, 0))
+    ls.listen()
+    ls.setblocking(False)
+    c = socket.create_connection(ls.getsockname())
+    c.settimeout(5)
+
+    class Tag:
+        pass
+
+    async def main():
+        await asyncio.sleep(0.01)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            conn, addr = await loop.sock_accept(ls)
+            del conn, addr
+            gc.collect()
+        assert c.recv(10) == b""  # The accepted socket was closed.
+        # A datagram's address tuple, likewise.
+        u, v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind((HOST, 0))
+            v.setblocking(False)
+            v.sendto(b"d", u.getsockname())
+            u.setblocking(False)
+            await asyncio.sleep(0.01)
+            result = await loop.sock_recvfrom(u, 10)
+            assert result[0] == b"d"
+            assert sys.getrefcount(result) == 2  # result, and getrefcount's argument
+        finally:
+            u.close()
+            v.close()
+
+    try:
+        run(loop, main())
+    finally:
+        c.close()
+        ls.close()
+
+
+def test_sock_result_taken_by_next_keeps_no_frame_alive(loop, pair):
+    # A call stepped by hand with next() on its __await__() iterator: the
+    # StopIteration caught in a function keeps neither the function's frame nor its
+    # locals alive once the function returned.
+    import weakref
+    a, b = pair
+
+    class Local:
+        pass
+
+    def take(n):
+        local = Local()
+        ref = weakref.ref(local)
+        a.send(b"n%d" % n)
+        it = loop.sock_recv(b, 10).__await__()
+        try:
+            next(it)
+        except StopIteration as e:
+            assert e.value == b"n%d" % n
+        else:
+            pytest.fail("sock_recv with data queued did not finish at once")
+        return ref
+
+    refs = [take(i) for i in range(3)]
+    assert [r() for r in refs] == [None, None, None]
+
+
 def test_cxxloop_reads_socket_fields_directly():
     # cxxloop reads a plain socket's fd and timeout from the socket object when they
     # agree with fileno() and gettimeout() at import; on the CPython versions it
@@ -416,6 +489,38 @@ def test_sock_recv_on_blocking_socket_outside_debug_mode(loop, pair):
         assert await loop.sock_recv_into(b, buf) == 5
 
     run(loop, main())
+
+
+def test_sock_calls_on_closed_or_detached_socket(loop):
+    # A closed (or detached) socket's fd is -1: each call fails as the socket's own
+    # method does, with EBADF.
+    calls = {
+        "recv": lambda s: loop.sock_recv(s, 10),
+        "recv large": lambda s: loop.sock_recv(s, 100000),
+        "recv_into": lambda s: loop.sock_recv_into(s, bytearray(10)),
+        "sendall": lambda s: loop.sock_sendall(s, b"x"),
+        "sendall empty": lambda s: loop.sock_sendall(s, b""),
+        "recvfrom": lambda s: loop.sock_recvfrom(s, 10),
+        "recvfrom_into": lambda s: loop.sock_recvfrom_into(s, bytearray(10)),
+        "sendto": lambda s: loop.sock_sendto(s, b"x", "unbound"),
+        "accept": lambda s: loop.sock_accept(s),
+    }
+    for how in ("close", "detach"):
+        for name, call in calls.items():
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            if how == "close":
+                b.close()
+            else:
+                b2 = socket.socket(fileno=b.detach())
+            try:
+                with pytest.raises(OSError) as e:
+                    run(loop, call(b))
+                assert e.value.errno == errno.EBADF, (how, name)
+            finally:
+                a.close()
+                if how == "detach":
+                    b2.close()
 
 
 def test_sock_socket_subclass_methods_are_used(loop, pair):
@@ -748,6 +853,54 @@ def test_sock_calls_leave_nothing_behind(loop, pair):
         assert loop.remove_writer(a.fileno()) is False
 
     run(loop, main())
+
+
+def test_sock_calls_in_two_loops_in_two_threads(loop_factory):
+    # Two loops, each in its own thread, echo through their own socket pairs at once:
+    # small and large reads (whose buffers and kept objects the module shares), and
+    # results raised through tp_iternext and am_send. Every byte arrives unchanged.
+    import threading
+    sizes = [1, 7, 1057, 1057, 20000, 70000, 100000, 130000, 300000]
+    errors = []
+
+    async def echo_rounds(loop, a, b, seed):
+        for i in range(12):
+            for n in sizes:
+                data = payload(n, seed=seed * 1000 + i * 16 + n % 16)
+                sending = asyncio.ensure_future(loop.sock_sendall(a, data))
+                got = bytearray()
+                while len(got) < n:
+                    got += await loop.sock_recv(b, 256 * 1024 if n > 50000 else 4096)
+                await sending
+                assert bytes(got) == data, (seed, i, n)
+                buf = bytearray(8)
+                await loop.sock_sendall(b, b"ack%d" % (i % 10))
+                assert await asyncio.wait_for(loop.sock_recv_into(a, buf), 5) == 4
+                assert bytes(buf[:4]) == b"ack%d" % (i % 10)
+
+    def worker(loop, seed):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        try:
+            loop.run_until_complete(asyncio.wait_for(echo_rounds(loop, a, b, seed), 30))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            a.close()
+            b.close()
+
+    loops = [loop_factory(), loop_factory()]
+    try:
+        threads = [threading.Thread(target=worker, args=(lp, i)) for i, lp in enumerate(loops)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for lp in loops:
+            lp.close()
+    assert errors == []
 
 
 # --------------------------------------------------------------------------

@@ -542,6 +542,54 @@ def test_exception_in_data_received_goes_to_handler_and_closes(loop, lsock, expe
         peer.close()
 
 
+def test_bytes_held_by_a_data_received_error_stay_right(loop, lsock, expect_exception_handler_calls):
+    # data_received() raises: the exception's traceback holds the bytes it got (its
+    # frame's argument), and the handler keeps the exception. Reads of the same size
+    # on another connection afterwards leave those bytes as they were.
+    class Raising(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.lost = False
+
+        def data_received(self, data):
+            raise ZeroDivisionError("boom")
+
+        def connection_lost(self, exc):
+            self.lost = True
+
+    class Keeping(RecordingProtocol):
+        pass
+
+    bad = Raising()
+    tr1, _ = run(loop, loop.create_connection(lambda: bad, *lsock.getsockname()))
+    peer1 = accept(lsock)
+    good = Keeping(loop)
+    tr2, _ = run(loop, loop.create_connection(lambda: good, *lsock.getsockname()))
+    peer2 = accept(lsock)
+    try:
+        first = payload(1500, seed=1)
+        peer1.sendall(first)
+        run_until(loop, lambda: bad.lost)
+        (call,) = expect_exception_handler_calls.take()
+        exc = call["exception"]
+        tb = exc.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        held = tb.tb_frame.f_locals["data"]
+        assert held == first and hash(held) == hash(bytes(bytearray(first)))
+        msgs = [payload(1500, seed=i) for i in range(2, 12)]
+        for i, m in enumerate(msgs):
+            peer2.sendall(m)
+            run_until(loop, lambda: len(good.data) >= 1500 * (i + 1))
+        assert bytes(good.data) == b"".join(msgs)
+        assert held == first and hash(held) == hash(bytes(bytearray(first)))
+    finally:
+        tr1.close()
+        tr2.close()
+        run_briefly(loop, 2)
+        peer1.close()
+        peer2.close()
+
+
 # --------------------------------------------------------------------------
 # create_connection options and errors
 
