@@ -920,8 +920,11 @@ PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
         PyErr_SetString(PyExc_AttributeError, "_ssl_buffer_view");
         return nullptr;
     }
-    // self._incoming.write(self._ssl_buffer_view[:nbytes])
-    bool flat = PyMemoryView_Check(view) && n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
+    // self._incoming.write(self._ssl_buffer_view[:nbytes]). A released view keeps its
+    // Py_buffer fields while the memory they name may be gone: the slice refuses it.
+    bool flat = PyMemoryView_Check(view) &&
+                !(reinterpret_cast<PyMemoryViewObject*>(view)->flags & _Py_MEMORYVIEW_RELEASED) &&
+                n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
                 PyMemoryView_GET_BUFFER(view)->itemsize == 1 &&
                 PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(view), 'C');
     char* p = flat ? static_cast<char*>(PyMemoryView_GET_BUFFER(view)->buf) : nullptr;

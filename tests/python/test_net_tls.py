@@ -1061,3 +1061,34 @@ def test_tls_max_size_of_the_protocol(loop):
         run_until(loop, lambda: pr.lost)
     finally:
         close_server(loop, server)
+
+
+def test_tls_buffer_updated_after_the_read_buffer_was_released(loop):
+    # buffer_updated(n) hands _ssl_buffer_view[:n] to the incoming BIO. A view that
+    # was released refuses that slice (ValueError), and nothing reaches the BIO:
+    # its memory may be gone with the buffer it viewed.
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        proto = tr._ssl_protocol
+        view = proto.get_buffer(-1)
+        assert view is proto._ssl_buffer_view
+        view.release()
+        proto._ssl_buffer = None  # The bytearray goes: nothing views it now.
+        before = proto._incoming.pending
+        with pytest.raises(ValueError, match="released memoryview"):
+            proto.buffer_updated(1000)
+        assert proto._incoming.pending == before
+        # A fresh buffer for the reads to come.
+        proto._ssl_buffer = bytearray(proto.max_size)
+        proto._ssl_buffer_view = memoryview(proto._ssl_buffer)
+        tr.write(b"still working")
+        run_until(loop, lambda: srv and bytes(srv[0].data) == b"still working")
+        srv[0].transport.write(b"both ways")
+        run_until(loop, lambda: bytes(pr.data) == b"both ways")
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+    finally:
+        close_server(loop, server)
