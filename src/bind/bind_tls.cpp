@@ -1370,7 +1370,10 @@ bool init_tls(PyObject* module) {
     PyObject* type = PyType_FromSpec(&spec);
     if (!type) return false;
     g_type = reinterpret_cast<PyTypeObject*>(type);
-    g_max_size_descr = PyDict_GetItemWithError(g_type->tp_dict, str_max_size);  // The type holds it.
+    // A reference of our own: the type is mutable, and a deleted or replaced
+    // TLSProtocolBase.max_size must not leave the MRO walk comparing with a freed
+    // object's address (which a new object could take).
+    g_max_size_descr = Py_XNewRef(PyDict_GetItemWithError(g_type->tp_dict, str_max_size));
     if (!g_max_size_descr) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "TLSProtocolBase.max_size is missing");
         return false;
