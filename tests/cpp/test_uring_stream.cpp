@@ -1,9 +1,11 @@
 // test_uring_stream.cpp: UringStream: delivery order, pause/resume, EOF, queued sends, errors, teardown.
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -379,6 +381,53 @@ TEST_F(UringGatheredSendTest, ClosingTheLoopReleasesTheGatheredChunksOnce) {
     EXPECT_EQ(r.loop_closed, 1);
     for (auto& c : chunks) EXPECT_EQ(c->released, 1);
     s.reset();
+}
+
+// Writes of more than 2 GiB: a submission entry's length is 32 bits (the kernel
+// refuses more than INT_MAX) and the SendOp reports its total as an int, so the
+// stream sends such chunks in parts, alone or gathered with others. The big
+// chunks are an untouched private mapping (the kernel's zero page): no memory.
+TEST_F(UringStreamTest, WritesOfMoreThanTwoGibibytesArriveWhole) {
+    constexpr size_t kBig = (size_t(5) << 29) + 123;  // 2.5 GiB and a bit.
+    constexpr size_t kBig2 = (size_t(5) << 28) + 7;   // 1.25 GiB and a bit.
+    void* mem = ::mmap(nullptr, kBig, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(mem, MAP_FAILED);
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    int released = 0;
+    auto count = [](void* o) noexcept { ++*static_cast<int*>(o); };
+    const std::string marker = "0123456789";
+    ASSERT_FALSE(s.write({static_cast<const char*>(mem), kBig, &released, count}));
+    ASSERT_FALSE(s.write({marker.data(), marker.size(), &released, count}));
+    ASSERT_FALSE(s.write({static_cast<const char*>(mem), kBig2, &released, count}));
+    const size_t want = kBig + marker.size() + kBig2;
+    size_t got = 0;
+    std::string seen;  // The non-zero bytes and where they were.
+    size_t first_nonzero = 0;
+    ASSERT_TRUE(run_until([&] {
+        static char b[1 << 20];
+        static const char zeros[1 << 20] = {};
+        ssize_t n;
+        while ((n = ::recv(peer.get(), b, sizeof b, MSG_DONTWAIT)) > 0) {
+            if (std::memcmp(b, zeros, size_t(n)) != 0)
+                for (ssize_t i = 0; i < n; ++i)
+                    if (b[i] != 0) {
+                        if (seen.empty()) first_nonzero = got + size_t(i);
+                        seen.push_back(b[i]);
+                    }
+            got += size_t(n);
+        }
+        return got == want || r.errors > 0;
+    }, 120.0));
+    EXPECT_EQ(r.errors, 0) << r.last_error.message();
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(seen, marker);
+    EXPECT_EQ(first_nonzero, kBig);
+    ASSERT_TRUE(run_until([&] { return released == 3; }));
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered(); }));
+    ::munmap(mem, kBig);
 }
 
 TEST_F(UringStreamTest, PeerResetIsAReadError) {
