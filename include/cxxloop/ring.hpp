@@ -59,7 +59,7 @@ public:
     void push_back(T&& v) { emplace_back(std::move(v)); }
     template <class... A>
     T& emplace_back(A&&... a) {
-        if (size_ == cap_) grow();
+        if (size_ == cap_) return grow_with(false, std::forward<A>(a)...);
         T* p = buf_ + ((head_ + size_) & (cap_ - 1));
         ::new (static_cast<void*>(p)) T(std::forward<A>(a)...);
         ++size_;
@@ -67,7 +67,10 @@ public:
     }
     /// Puts a value back at the front (before everything queued).
     void push_front(T&& v) {
-        if (size_ == cap_) grow();
+        if (size_ == cap_) {
+            grow_with(true, std::move(v));
+            return;
+        }
         const size_t h = (head_ + cap_ - 1) & (cap_ - 1);
         ::new (static_cast<void*>(buf_ + h)) T(std::move(v));
         head_ = h;
@@ -177,11 +180,23 @@ private:
         for (size_t i = 0; i < o.size_; ++i) emplace_back(std::move(o[i]));
         o.clear();
     }
-    void grow() {
+    // A full ring takes one more value: a new array twice the size, where the new
+    // value is made first (last slot for the front, after the old values for the
+    // back) and the old values are then moved to its start, in order. Made first
+    // because the arguments may name a value of this ring, which the move destroys
+    // (or the old array's free takes away); if making it throws, nothing changed.
+    template <class... A>
+    T& grow_with(bool front, A&&... a) {
         const size_t cap = cap_ > Inline ? cap_ * 2 : kFirst;
         T* buf = static_cast<T*>(std::malloc(cap * sizeof(T)));
         if (!buf) throw std::bad_alloc();
-        // Unwrap: the values go to the start of the new array, in order.
+        T* p = buf + (front ? cap - 1 : size_);
+        try {
+            ::new (static_cast<void*>(p)) T(std::forward<A>(a)...);
+        } catch (...) {
+            std::free(buf);
+            throw;
+        }
         if constexpr (kTrivial) {
             const size_t first = cap_ - head_ < size_ ? cap_ - head_ : size_;
             if (size_) {
@@ -198,7 +213,9 @@ private:
         if (allocated()) std::free(buf_);
         buf_ = buf;
         cap_ = cap;
-        head_ = 0;
+        head_ = front ? cap - 1 : 0;
+        ++size_;
+        return *p;
     }
 
     static constexpr size_t kFirst = Inline * 2 > 8 ? Inline * 2 : 8;

@@ -920,8 +920,11 @@ PyObject* m_buffer_updated(PyObject* self, PyObject* arg) {
         PyErr_SetString(PyExc_AttributeError, "_ssl_buffer_view");
         return nullptr;
     }
-    // self._incoming.write(self._ssl_buffer_view[:nbytes])
-    bool flat = PyMemoryView_Check(view) && n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
+    // self._incoming.write(self._ssl_buffer_view[:nbytes]). A released view keeps its
+    // Py_buffer fields while the memory they name may be gone: the slice refuses it.
+    bool flat = PyMemoryView_Check(view) &&
+                !(reinterpret_cast<PyMemoryViewObject*>(view)->flags & _Py_MEMORYVIEW_RELEASED) &&
+                n >= 0 && n <= PyMemoryView_GET_BUFFER(view)->len &&
                 PyMemoryView_GET_BUFFER(view)->itemsize == 1 &&
                 PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(view), 'C');
     char* p = flat ? static_cast<char*>(PyMemoryView_GET_BUFFER(view)->buf) : nullptr;
@@ -1367,7 +1370,10 @@ bool init_tls(PyObject* module) {
     PyObject* type = PyType_FromSpec(&spec);
     if (!type) return false;
     g_type = reinterpret_cast<PyTypeObject*>(type);
-    g_max_size_descr = PyDict_GetItemWithError(g_type->tp_dict, str_max_size);  // The type holds it.
+    // A reference of our own: the type is mutable, and a deleted or replaced
+    // TLSProtocolBase.max_size must not leave the MRO walk comparing with a freed
+    // object's address (which a new object could take).
+    g_max_size_descr = Py_XNewRef(PyDict_GetItemWithError(g_type->tp_dict, str_max_size));
     if (!g_max_size_descr) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "TLSProtocolBase.max_size is missing");
         return false;

@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -23,6 +24,10 @@ namespace {
 constexpr uint16_t kGroup = 0x5c;
 constexpr uint32_t kBufCount = 64;
 constexpr uint32_t kBufSize = 16 * 1024;
+// One send carries at most this many bytes: a submission entry's length is 32 bits
+// (the kernel refuses more than INT_MAX) and the SendOp reports its total as an int.
+// A larger write goes out in several sends.
+constexpr size_t kMaxSend = size_t(1) << 30;
 
 using wq::release;
 using wq::would_block;
@@ -195,17 +200,29 @@ std::error_code UringStream::write(WriteChunk c) {
 std::error_code UringStream::start_send() noexcept {
     Uring* r = ring();
     if (!r) return std::make_error_code(std::errc::bad_file_descriptor);
-    if (queue_.size() == 1) {
-        const WriteChunk& c = queue_.front();
-        inflight_ = c.size - front_offset_;
-        return r->send(send_, fd_, std::span<const char>(c.data + front_offset_, inflight_));
+    const WriteChunk& front = queue_.front();
+    if (queue_.size() == 1 || front.size - front_offset_ >= kMaxSend) {
+        inflight_ = std::min(front.size - front_offset_, kMaxSend);
+        return r->send(send_, fd_, std::span<const char>(front.data + front_offset_, inflight_));
     }
     if (!iov_) {
         iov_.reset(new (std::nothrow) ::iovec[kMaxIov]);
         if (!iov_) return std::make_error_code(std::errc::not_enough_memory);
     }
     size_t total = 0;
-    const int n = wq::gather(queue_, front_offset_, iov_.get(), kMaxIov, total);
+    int n = wq::gather(queue_, front_offset_, iov_.get(), kMaxIov, total);
+    if (total > kMaxSend) {  // The chunk that crosses the limit goes in part.
+        total = 0;
+        for (int i = 0; i < n; ++i) {
+            if (iov_[i].iov_len >= kMaxSend - total) {
+                iov_[i].iov_len = kMaxSend - total;
+                total = kMaxSend;
+                n = i + 1;
+                break;
+            }
+            total += iov_[i].iov_len;
+        }
+    }
     inflight_ = total;
     return r->send(send_, fd_, iov_.get(), size_t(n));
 }

@@ -2,6 +2,7 @@
 #include <deque>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -187,4 +188,56 @@ TEST(Ring, TrivialValuesWithInlineSlots) {
         }
         for (size_t i = 0; i < model.size(); ++i) ASSERT_EQ(r[i], model[i]);
     }
+}
+
+// A push of one of the ring's own values when the ring is full: the new value is
+// made before the old array (or the moved-from values) go, as std::vector does.
+TEST(Ring, PushOfItsOwnValueWhileFullGrowsSafely) {
+    Ring<int> trivial;
+    for (int i = 0; i < 8; ++i) trivial.push_back(i);
+    trivial.push_back(trivial.front());  // Full: grows while reading from the old array.
+    EXPECT_EQ(trivial.size(), 9u);
+    EXPECT_EQ(trivial[8], 0);
+
+    Ring<std::shared_ptr<int>> shared;
+    for (int i = 0; i < 8; ++i) shared.push_back(std::make_shared<int>(i));
+    shared.push_back(shared[3]);  // A copy of a value the growth moves.
+    ASSERT_TRUE(shared[8]);
+    EXPECT_EQ(*shared[8], 3);
+    EXPECT_EQ(shared[3].use_count(), 2);
+
+    Ring<std::shared_ptr<int>> front;
+    for (int i = 0; i < 8; ++i) front.push_back(std::make_shared<int>(i));
+    std::shared_ptr<int> last = front[7];
+    front.push_front(std::move(front[7]));  // Moved out of its own slot while full.
+    ASSERT_TRUE(front.front());
+    EXPECT_EQ(front.front(), last);
+    EXPECT_EQ(front.size(), 9u);
+    EXPECT_FALSE(front[8]);  // The slot it was moved from.
+
+    Ring<std::shared_ptr<int>, 2> inl;
+    inl.push_back(std::make_shared<int>(1));
+    inl.push_back(std::make_shared<int>(2));
+    inl.push_back(inl.front());  // Outgrows the inline slots.
+    ASSERT_TRUE(inl[2]);
+    EXPECT_EQ(*inl[2], 1);
+    EXPECT_TRUE(inl.allocated());
+}
+
+// A value whose construction throws leaves a full ring as it was.
+TEST(Ring, AThrowingConstructionWhileFullChangesNothing) {
+    struct Boom {
+        int v;
+        explicit Boom(int x) : v(x) {
+            if (x < 0) throw std::runtime_error("boom");
+        }
+    };
+    Ring<Boom, 1> r;
+    r.emplace_back(1);
+    EXPECT_THROW(r.emplace_back(-1), std::runtime_error);
+    EXPECT_EQ(r.size(), 1u);
+    EXPECT_FALSE(r.allocated());
+    EXPECT_EQ(r.front().v, 1);
+    r.emplace_back(2);
+    EXPECT_EQ(r[1].v, 2);
 }

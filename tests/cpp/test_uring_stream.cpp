@@ -1,9 +1,11 @@
 // test_uring_stream.cpp: UringStream: delivery order, pause/resume, EOF, queued sends, errors, teardown.
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -305,6 +307,127 @@ TEST_F(UringStreamTest, AbortWithASendInFlightReleasesAndClosesAtOnce) {
     EXPECT_EQ(r.errors, 0);
     ASSERT_TRUE(run_until([&] { return r.holds == 0; }));
     s.reset();
+}
+
+// A send of several chunks points the kernel at the stream's iovec array (and a
+// short send advances it in place): the array must outlive the send, which an
+// abort or the loop's close ends only when it reports.
+class UringGatheredSendTest : public UringStreamTest {
+protected:
+    Recorder r;
+    std::unique_ptr<UringStream> s;
+    std::vector<std::unique_ptr<Owned>> chunks;
+
+    // Writes four 1 MiB chunks and drains the peer until the first is sent: the
+    // other three are then one gathered send, stuck on the full socket buffer.
+    void start_gathered_send() {
+        s = std::make_unique<UringStream>(*loop, ours.get(), r);
+        for (int i = 0; i < 4; ++i) {
+            chunks.push_back(std::make_unique<Owned>(Owned{std::string(1 << 20, char('a' + i))}));
+            ASSERT_FALSE(s->write(chunks.back()->chunk()));
+        }
+        size_t drained = 0;
+        ASSERT_TRUE(run_until([&] {
+            char b[65536];
+            ssize_t n;
+            while (chunks[0]->released == 0 && (n = ::recv(peer.get(), b, sizeof b, MSG_DONTWAIT)) > 0)
+                drained += size_t(n);
+            return chunks[0]->released == 1;
+        }));
+        spin(2);
+        ASSERT_TRUE(s->registered());
+        ASSERT_EQ(chunks[1]->released, 0);
+        ASSERT_LT(drained, 4u << 20);
+    }
+};
+
+TEST_F(UringGatheredSendTest, AbortKeepsTheIovecsUntilTheSendReports) {
+    start_gathered_send();
+    s->abort();
+    ours.reset();
+    ASSERT_TRUE(run_until([&] { return !s->registered(); }));
+    for (auto& c : chunks) EXPECT_EQ(c->released, 1);
+    EXPECT_EQ(r.errors, 0);
+    s.reset();
+}
+
+TEST_F(UringGatheredSendTest, PeerDrainingAfterAShortGatheredSendGetsEveryByte) {
+    start_gathered_send();
+    std::string got;
+    ASSERT_TRUE(run_until([&] {
+        char b[65536];
+        ssize_t n;
+        while ((n = ::recv(peer.get(), b, sizeof b, MSG_DONTWAIT)) > 0) got.append(b, size_t(n));
+        return chunks[3]->released == 1;
+    }));
+    while (got.size() < (3u << 20)) {
+        std::string more = read_some(peer.get(), 1, 500);
+        if (more.empty()) break;
+        got += more;
+    }
+    // The tail of chunk 0 (whatever start_gathered_send had not read), then 1..3 whole.
+    ASSERT_GE(got.size(), 3u << 20);
+    EXPECT_EQ(got.substr(got.size() - (3u << 20)),
+              std::string(1 << 20, 'b') + std::string(1 << 20, 'c') + std::string(1 << 20, 'd'));
+    s->abort();
+    ASSERT_TRUE(run_until([&] { return !s->registered(); }));
+    s.reset();
+}
+
+TEST_F(UringGatheredSendTest, ClosingTheLoopReleasesTheGatheredChunksOnce) {
+    start_gathered_send();
+    loop->close();
+    EXPECT_FALSE(s->registered());
+    EXPECT_EQ(r.loop_closed, 1);
+    for (auto& c : chunks) EXPECT_EQ(c->released, 1);
+    s.reset();
+}
+
+// Writes of more than 2 GiB: a submission entry's length is 32 bits (the kernel
+// refuses more than INT_MAX) and the SendOp reports its total as an int, so the
+// stream sends such chunks in parts, alone or gathered with others. The big
+// chunks are an untouched private mapping (the kernel's zero page): no memory.
+TEST_F(UringStreamTest, WritesOfMoreThanTwoGibibytesArriveWhole) {
+    constexpr size_t kBig = (size_t(5) << 29) + 123;  // 2.5 GiB and a bit.
+    constexpr size_t kBig2 = (size_t(5) << 28) + 7;   // 1.25 GiB and a bit.
+    void* mem = ::mmap(nullptr, kBig, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(mem, MAP_FAILED);
+    Recorder r;
+    UringStream s(*loop, ours.get(), r);
+    int released = 0;
+    auto count = [](void* o) noexcept { ++*static_cast<int*>(o); };
+    const std::string marker = "0123456789";
+    ASSERT_FALSE(s.write({static_cast<const char*>(mem), kBig, &released, count}));
+    ASSERT_FALSE(s.write({marker.data(), marker.size(), &released, count}));
+    ASSERT_FALSE(s.write({static_cast<const char*>(mem), kBig2, &released, count}));
+    const size_t want = kBig + marker.size() + kBig2;
+    size_t got = 0;
+    std::string seen;  // The non-zero bytes and where they were.
+    size_t first_nonzero = 0;
+    ASSERT_TRUE(run_until([&] {
+        static char b[1 << 20];
+        static const char zeros[1 << 20] = {};
+        ssize_t n;
+        while ((n = ::recv(peer.get(), b, sizeof b, MSG_DONTWAIT)) > 0) {
+            if (std::memcmp(b, zeros, size_t(n)) != 0)
+                for (ssize_t i = 0; i < n; ++i)
+                    if (b[i] != 0) {
+                        if (seen.empty()) first_nonzero = got + size_t(i);
+                        seen.push_back(b[i]);
+                    }
+            got += size_t(n);
+        }
+        return got == want || r.errors > 0;
+    }, 120.0));
+    EXPECT_EQ(r.errors, 0) << r.last_error.message();
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(seen, marker);
+    EXPECT_EQ(first_nonzero, kBig);
+    ASSERT_TRUE(run_until([&] { return released == 3; }));
+    EXPECT_EQ(s.write_buffer_size(), 0u);
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered(); }));
+    ::munmap(mem, kBig);
 }
 
 TEST_F(UringStreamTest, PeerResetIsAReadError) {

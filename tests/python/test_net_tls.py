@@ -5,6 +5,7 @@ self-signed one made for the test run (see nethelpers.cert_files)."""
 import asyncio
 import socket
 import ssl
+from asyncio import sslproto
 
 import pytest
 
@@ -1060,4 +1061,71 @@ def test_tls_max_size_of_the_protocol(loop):
             tr.write(b"x")
         run_until(loop, lambda: pr.lost)
     finally:
+        close_server(loop, server)
+
+
+def test_tls_buffer_updated_after_the_read_buffer_was_released(loop):
+    # buffer_updated(n) hands _ssl_buffer_view[:n] to the incoming BIO. A view that
+    # was released refuses that slice (ValueError), and nothing reaches the BIO:
+    # its memory may be gone with the buffer it viewed.
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        proto = tr._ssl_protocol
+        view = proto.get_buffer(-1)
+        assert view is proto._ssl_buffer_view
+        view.release()
+        proto._ssl_buffer = None  # The bytearray goes: nothing views it now.
+        before = proto._incoming.pending
+        with pytest.raises(ValueError, match="released memoryview"):
+            proto.buffer_updated(1000)
+        assert proto._incoming.pending == before
+        # A fresh buffer for the reads to come.
+        proto._ssl_buffer = bytearray(proto.max_size)
+        proto._ssl_buffer_view = memoryview(proto._ssl_buffer)
+        tr.write(b"still working")
+        run_until(loop, lambda: srv and bytes(srv[0].data) == b"still working")
+        srv[0].transport.write(b"both ways")
+        run_until(loop, lambda: bytes(pr.data) == b"both ways")
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+    finally:
+        close_server(loop, server)
+
+
+def test_tls_max_size_changed_on_asyncio_class_after_reads(loop):
+    # max_size is read from the class on every socket read; a change of
+    # asyncio's SSLProtocol.max_size after reads have used it is seen at once,
+    # by the attribute and by get_buffer(), and so is its deletion.
+    base = sslproto.SSLProtocol
+    old = base.__dict__["max_size"]
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        proto = tr._ssl_protocol
+        run_until(loop, lambda: srv and srv[0].transport)
+        srv[0].transport.write(b"first")
+        run_until(loop, lambda: bytes(pr.data) == b"first")
+        assert proto.max_size == old
+        assert len(proto.get_buffer(-1)) <= old
+        base.max_size = old + 4096
+        assert proto.max_size == old + 4096
+        assert len(proto.get_buffer(-1)) == old + 4096
+        del base.max_size
+        with pytest.raises(AttributeError):
+            proto.max_size
+        with pytest.raises(AttributeError):
+            proto.get_buffer(-1)
+        base.max_size = old
+        assert proto.max_size == old
+        srv[0].transport.write(b"second")
+        run_until(loop, lambda: bytes(pr.data) == b"firstsecond")
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+    finally:
+        base.max_size = old
         close_server(loop, server)
