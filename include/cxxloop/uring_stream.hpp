@@ -107,6 +107,7 @@ private:
     Step deliver_whole() noexcept;
     Step deliver_copied() noexcept;
     bool deliver_reads() noexcept;
+    bool hold_burst() noexcept;
     void finish_send() noexcept;
     bool finish_send_now() noexcept;
     std::error_code start_send() noexcept;
@@ -131,6 +132,7 @@ private:
     Ring<Chunk, 1> inbox_;
     bool reading_ = false;
     bool eof_seen_ = false;
+    bool held_ = false;  // A burst waits one pass for its rest (hold_burst()).
     int read_err_ = 0;
     int send_res_ = 0;
     bool send_done_ = false;
