@@ -39,6 +39,12 @@ public:
     /// has them in memory already; they stay valid during the call). Return false to
     /// have them copied through read_buffer() and on_read() instead (the default).
     virtual bool on_bytes(const char* /*data*/, size_t /*n*/) noexcept { return false; }
+    /// Offers `total` (> 0) received bytes held in `count` (> 1) pieces, to be
+    /// delivered as one read of their concatenation (a completion-based stream that
+    /// received a burst into several buffers). Return false to have them offered
+    /// otherwise (the default): the first piece to on_bytes(), or all of them through
+    /// read_buffer() and on_read().
+    virtual bool on_bytes_parts(const iovec* /*parts*/, size_t /*count*/, size_t /*total*/) noexcept { return false; }
     /// The peer closed its side; reading has stopped.
     virtual void on_eof() noexcept = 0;
     /// A read or write failed; the stream has stopped reading and writing and has

@@ -100,8 +100,14 @@ private:
     void arm() noexcept;
     void post() noexcept;
     void after_completion() noexcept;
-    bool deliver() noexcept;
+    /// How a delivery went: `next` (delivered, go on), `declined` (the handler wants
+    /// the bytes otherwise), `stop` (it takes none now), `abort` (proceed() said no).
+    enum class Step : unsigned char { next, declined, stop, abort };
+    bool gather(size_t& count, size_t& total) const noexcept;
+    Step deliver_whole() noexcept;
+    Step deliver_copied() noexcept;
     bool deliver_reads() noexcept;
+    bool hold_burst() noexcept;
     void finish_send() noexcept;
     bool finish_send_now() noexcept;
     std::error_code start_send() noexcept;
@@ -126,6 +132,7 @@ private:
     Ring<Chunk, 1> inbox_;
     bool reading_ = false;
     bool eof_seen_ = false;
+    bool held_ = false;  // A burst waits one pass for its rest (hold_burst()).
     int read_err_ = 0;
     int send_res_ = 0;
     bool send_done_ = false;
@@ -144,6 +151,10 @@ private:
     // after a short send: allocated for such a send and freed once the queue drains
     // (a send of one chunk uses the op's own iovec).
     static constexpr int kMaxIov = 64;
+    // A delivery joins at most this many received chunks, of at most this many bytes
+    // in all (asyncio's max_size: what one recv() of a readiness-based stream takes).
+    static constexpr size_t kMaxParts = 32;
+    static constexpr size_t kMaxDelivery = 256 * 1024;
     std::unique_ptr<::iovec[]> iov_;
     WaterMarks flow_;
 };

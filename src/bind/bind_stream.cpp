@@ -226,6 +226,24 @@ public:
         return true;
     }
 
+    // A burst a completion-based stream received into several buffers: one bytes
+    // object and one data_received(), as one recv() of a readiness-based stream.
+    bool on_bytes_parts(const iovec* parts, size_t count, size_t total) noexcept override {
+        if (buffered_ || conn_lost || !protocol_ || pipe == PipeMode::write) return false;
+        const bool large = total >= kLargeRead;
+        if (large) Py_CLEAR(g_last_large);
+        PyObject* data = PyBytes_FromStringAndSize(nullptr, Py_ssize_t(total));
+        if (data) {
+            char* out = PyBytes_AS_STRING(data);
+            for (size_t i = 0; i < count; ++i) {
+                std::memcpy(out, parts[i].iov_base, parts[i].iov_len);
+                out += parts[i].iov_len;
+            }
+        }
+        deliver(data, large);
+        return true;
+    }
+
     // Hands `data` (a new reference, or null with an exception set) to data_received.
     void deliver(PyObject* data, bool large) noexcept {
         PyObject* r = data ? call_protocol(str_data_received, data) : nullptr;

@@ -521,3 +521,145 @@ TEST_F(UringStreamTest, ManyStreamsShareTheBufferRing) {
 }
 
 }  // namespace
+
+namespace {
+
+/// A Recorder that takes received bytes directly, as the binding's plain-Protocol
+/// handler does, and notes the size of every delivery.
+struct DirectRecorder : Recorder {
+    std::vector<size_t> reads;
+    size_t parted = 0;  // Deliveries joined from several received chunks.
+    void took(size_t n) {
+        reads.push_back(n);
+        if (on_data_hook) on_data_hook();
+    }
+    bool on_bytes(const char* p, size_t n) noexcept override {
+        data.append(p, n);
+        took(n);
+        return true;
+    }
+    bool on_bytes_parts(const iovec* parts, size_t count, size_t total) noexcept override {
+        size_t sum = 0;
+        for (size_t i = 0; i < count; ++i) {
+            data.append(static_cast<const char*>(parts[i].iov_base), parts[i].iov_len);
+            sum += parts[i].iov_len;
+        }
+        EXPECT_EQ(sum, total);
+        ++parted;
+        took(total);
+        return true;
+    }
+};
+
+std::string pattern(size_t n) {
+    std::string s;
+    for (int i = 0; s.size() < n; ++i) s += std::to_string(i) + ",";
+    s.resize(n);
+    return s;
+}
+
+// Sends all of `bytes` from `fd` (made roomy enough first); false when the socket
+// cannot hold that much at once.
+bool send_all_at_once(int fd, const std::string& bytes) {
+    int size = int(bytes.size()) * 2;
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    return ::send(fd, bytes.data(), bytes.size(), MSG_DONTWAIT) == ssize_t(bytes.size());
+}
+
+}  // namespace
+
+// A burst that fills several ring buffers in one wait is delivered as one read.
+TEST_F(UringStreamTest, ABurstIsDeliveredAsOneRead) {
+    DirectRecorder r;
+    UringStream s(*loop, ours.get(), r);
+    const std::string sent = pattern(100 * 1024);
+    ASSERT_TRUE(send_all_at_once(peer.get(), sent));
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_TRUE(run_until([&] { return r.data.size() >= sent.size(); }));
+    EXPECT_EQ(r.data, sent);
+    ASSERT_EQ(r.reads.size(), 1u) << "one delivery for what one wait brought";
+    EXPECT_EQ(r.parted, 1u);
+    // A handler that copies (a BufferedProtocol's) gets a burst in as few reads as its
+    // buffer allows, each filled across the chunks.
+    Recorder c;
+    auto [a, b] = socket_pair();
+    UringStream s2(*loop, a.get(), c);
+    ASSERT_TRUE(send_all_at_once(b.get(), sent));
+    ASSERT_FALSE(s2.start_reading());
+    ASSERT_TRUE(run_until([&] { return c.data.size() >= sent.size(); }));
+    EXPECT_EQ(c.data, sent);
+    s.abort();
+    s2.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered() && !s2.registered() && r.holds == 0 && c.holds == 0; }));
+}
+
+// One delivery takes at most asyncio's max_size (256 KiB); a protocol that pauses in
+// it gets nothing more until it resumes, and then the rest, in order.
+TEST_F(UringStreamTest, PauseInsideAJoinedDeliveryKeepsTheRest) {
+    DirectRecorder r;
+    UringStream s(*loop, ours.get(), r);
+    const std::string sent = pattern(400 * 1024);
+    if (!send_all_at_once(peer.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
+    r.on_data_hook = [&] { s.stop_reading(); };
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_TRUE(run_until([&] { return !r.reads.empty(); }));
+    spin(5);
+    ASSERT_EQ(r.reads.size(), 1u) << "nothing after the pause";
+    EXPECT_GT(r.reads[0], 16u * 1024) << "joined from several chunks";
+    EXPECT_LE(r.reads[0], 256u * 1024);
+    EXPECT_EQ(r.data, sent.substr(0, r.reads[0]));
+    EXPECT_FALSE(s.reading());
+    r.on_data_hook = nullptr;
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_TRUE(run_until([&] { return r.data.size() >= sent.size(); }));
+    EXPECT_EQ(r.data, sent);
+    for (size_t n : r.reads) EXPECT_LE(n, 256u * 1024);
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered() && r.holds == 0; }));
+}
+
+// EOF right behind a burst: the joined data first, then EOF, once.
+TEST_F(UringStreamTest, EofComesAfterAJoinedDelivery) {
+    DirectRecorder r;
+    UringStream s(*loop, ours.get(), r);
+    const std::string sent = pattern(100 * 1024);
+    ASSERT_TRUE(send_all_at_once(peer.get(), sent));
+    ASSERT_EQ(::shutdown(peer.get(), SHUT_WR), 0);
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_TRUE(run_until([&] { return r.eofs == 1; }));
+    EXPECT_EQ(r.data, sent);
+    EXPECT_EQ(r.reads.size(), 1u);
+    spin(2);
+    EXPECT_EQ(r.eofs, 1);
+    EXPECT_FALSE(s.reading());
+    EXPECT_FALSE(s.registered());
+    EXPECT_EQ(r.holds, 0);
+}
+
+// Aborting inside a joined delivery drops nothing twice and leaves no buffer taken:
+// the ring serves later streams in full.
+TEST_F(UringStreamTest, AbortInsideAJoinedDelivery) {
+    DirectRecorder r;
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    const std::string sent = pattern(400 * 1024);
+    if (!send_all_at_once(peer.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
+    r.on_data_hook = [&] { s->abort(); };
+    ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] { return !r.reads.empty() && !s->registered() && r.holds == 0; }));
+    EXPECT_EQ(r.reads.size(), 1u);
+    EXPECT_EQ(s->undelivered(), 0u);
+    s.reset();
+    // Every buffer is back: another stream receives a full ring's worth.
+    for (int round = 0; round < 2; ++round) {
+        auto [a, b] = socket_pair();
+        DirectRecorder r2;
+        UringStream s2(*loop, a.get(), r2);
+        const std::string more = pattern(900 * 1024);
+        if (!send_all_at_once(b.get(), more)) GTEST_SKIP() << "the socket buffer cannot hold 900 KiB";
+        ASSERT_FALSE(s2.start_reading());
+        ASSERT_TRUE(run_until([&] { return r2.data.size() >= more.size(); }));
+        EXPECT_EQ(r2.data, more);
+        s2.abort();
+        ASSERT_TRUE(run_until([&] { return !s2.registered() && r2.holds == 0; }));
+    }
+}
