@@ -31,7 +31,11 @@ enum UringFeature : uint32_t {
     /// 5.19): UringStream. Without it: socket streams use the readiness-based Stream
     /// on ring polls.
     kUringRecvMultishot = 1u << 1,
-    kUringAllFeatures = kUringPollMultishot | kUringRecvMultishot,
+    /// IOU_PBUF_RING_INC (Linux 6.12): UringStream's buffer ring is consumed
+    /// incrementally, a few large buffers that small receives share and a large burst
+    /// fills in one completion. Without it: many small whole buffers.
+    kUringBufIncremental = 1u << 2,
+    kUringAllFeatures = kUringPollMultishot | kUringRecvMultishot | kUringBufIncremental,
 };
 
 /// Whether io_uring can be used by this process, and why not.
@@ -45,13 +49,19 @@ struct UringSupport {
     std::string reason;
     /// The optional UringFeature bits the kernel has (tested by using each once on a
     /// scratch ring), less those named in the CXXLOOP_URING_DISABLE environment
-    /// variable (a comma-separated list of "poll_multishot", "recv_multishot": forces
-    /// the fallbacks, for tests). 0 when unavailable.
+    /// variable (a comma-separated list of "poll_multishot", "recv_multishot",
+    /// "buf_incremental", or "all": forces the fallbacks, for tests). 0 when
+    /// unavailable.
     uint32_t features = 0;
     /// Empty when every optional feature is there; otherwise a sentence naming those
     /// missing and why (kernel or CXXLOOP_URING_DISABLE).
     std::string missing_features;
 };
+
+/// The name of optional feature `bit` as CXXLOOP_URING_DISABLE spells it
+/// ("poll_multishot", ...), or null for a bit that names none (and in a build
+/// without liburing).
+const char* uring_feature_key(uint32_t bit) noexcept;
 
 /// Probes io_uring once per process and caches the answer (thread-safe).
 const UringSupport& uring_support() noexcept;
@@ -63,6 +73,7 @@ UringSupport detect_uring(const char* disable = nullptr) noexcept;
 // --- operations -------------------------------------------------------------------------
 
 class Uring;
+class BufRing;
 
 /// Base of every completion operation: an intrusive node the engine links while the
 /// operation is in flight, so starting one allocates nothing.
@@ -141,16 +152,27 @@ private:
 /// holds no buffer while it waits (Linux 6.0+).
 class RecvMultishotOp : public UringOp {
 public:
-    /// `res` bytes (> 0) arrived in buffer `buf` of the ring, or the stream ended (0)
-    /// or failed (-errno; -ENOBUFS when the ring ran out of buffers: recycle some and
-    /// start again). Whenever `buf` is not -1, the callee owns that buffer until it
-    /// calls BufRing::recycle(buf). `more` is false on the last call.
-    virtual void on_data(int res, int buf, bool more) noexcept = 0;
+    /// `res` bytes (> 0) arrived at `data`, inside buffer `buf` of the ring; the callee
+    /// holds a share of that buffer until it calls BufRing::release(buf). Otherwise
+    /// (`buf` is -1, `data` null) the stream ended (0) or the receive failed (-errno;
+    /// -ENOBUFS when the ring ran out of buffers: release some and start again).
+    /// `more` is false on the last call.
+    virtual void on_data(int res, int buf, const char* data, bool more) noexcept = 0;
+
+private:
+    friend class Uring;
+    BufRing* bufs_ = nullptr;
 };
 
 /// A provided-buffer ring (Linux 5.19+): `count` equal buffers registered with the
 /// kernel as one group, for RecvMultishotOp. Made by Uring::add_buf_ring() and owned
 /// by that engine.
+///
+/// A ring is either whole-buffer (each receive takes a buffer of its own) or
+/// incremental (IOU_PBUF_RING_INC, Linux 6.12): a receive takes only the bytes it
+/// brings from the buffer at the head, and the next receive, of any connection,
+/// continues after them. Either way a buffer goes back to the kernel once the kernel
+/// has moved past it and every share handed out with its bytes is released.
 class BufRing {
 public:
     BufRing(const BufRing&) = delete;
@@ -159,21 +181,35 @@ public:
 
     uint16_t group() const noexcept { return group_; }
     size_t buffer_size() const noexcept { return size_; }
-    /// The bytes of buffer `id`, as named by RecvMultishotOp::on_data.
+    uint32_t count() const noexcept { return count_; }
+    bool incremental() const noexcept { return incremental_; }
+    /// The start of buffer `id`.
     char* buffer(int id) noexcept { return mem_.get() + size_t(id) * size_; }
-    /// Hands buffer `id` back to the kernel once its bytes are consumed.
-    void recycle(int id) noexcept;
+    /// Gives up one share of buffer `id`, as handed out by RecvMultishotOp::on_data.
+    void release(int id) noexcept;
 
 private:
     friend class Uring;
-    BufRing(uint16_t group, uint32_t count, uint32_t size) : group_(group), count_(count), size_(size) {}
-    void fill() noexcept;  // Offers every buffer to the kernel.
+    BufRing(uint16_t group, uint32_t count, uint32_t size, bool incremental)
+        : group_(group), count_(count), size_(size), incremental_(incremental) {}
+    void fill() noexcept;            // Offers every buffer to the kernel.
+    void offer(int id) noexcept;     // Puts buffer `id` back at the ring's tail.
+    /// `len` bytes arrived in buffer `id`: returns where, and hands out a share.
+    /// `kernel_keeps` (incremental rings) says the kernel goes on filling the buffer.
+    char* take(int id, uint32_t len, bool kernel_keeps) noexcept;
 
+    struct Slot {
+        uint32_t next = 0;    // Where the kernel's next bytes go (incremental rings).
+        uint32_t shares = 0;  // Handed out and not yet released.
+        bool kernel = true;   // The kernel may still write into the buffer.
+    };
     ::io_uring_buf_ring* ring_ = nullptr;  // Page-aligned (mmap), count_ entries.
     std::unique_ptr<char[]> mem_;
+    std::unique_ptr<Slot[]> slots_;
     uint16_t group_;
     uint32_t count_;
     uint32_t size_;
+    bool incremental_;
 };
 
 /// A connect of a non-blocking stream or datagram socket.
@@ -221,9 +257,11 @@ public:
     /// Starts a multishot receive on `fd` into buffers of `bufs`.
     std::error_code recv_multishot(RecvMultishotOp& op, int fd, BufRing& bufs);
     /// Registers `count` (a power of two, at most 32768) buffers of `size` bytes as
-    /// buffer group `group`. Returns null and sets `ec` on failure (EINVAL on kernels
-    /// without buffer rings, EEXIST for a group already registered).
-    BufRing* add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std::error_code& ec);
+    /// buffer group `group`, consumed incrementally when `incremental` (see BufRing).
+    /// Returns null and sets `ec` on failure (EINVAL on kernels without buffer rings,
+    /// or without incremental ones, EEXIST for a group already registered).
+    BufRing* add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std::error_code& ec,
+                          bool incremental = false);
     /// Starts connecting `fd` to `addr` (copied into the op).
     std::error_code connect(ConnectOp& op, int fd, const sockaddr* addr, socklen_t len);
 

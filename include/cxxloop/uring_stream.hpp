@@ -74,16 +74,17 @@ public:
 private:
     struct Recv final : RecvMultishotOp {
         UringStream* s = nullptr;
-        void on_data(int res, int buf, bool more) noexcept override;
+        void on_data(int res, int buf, const char* data, bool more) noexcept override;
     };
     struct Send final : SendOp {
         UringStream* s = nullptr;
         void on_send(int res) noexcept override;
     };
-    /// Received bytes waiting for delivery: in ring buffer `buf`, or (buf == -1) in
-    /// `copy`, once copied out of the ring.
+    /// Received bytes waiting for delivery: at `data` in ring buffer `buf` (holding a
+    /// share of it), or (buf == -1) in `copy`, once copied out of the ring.
     struct Chunk {
         int buf = -1;
+        const char* data = nullptr;
         size_t off = 0;
         size_t len = 0;
         std::unique_ptr<char[]> copy;

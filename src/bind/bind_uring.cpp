@@ -19,12 +19,38 @@ PyObject* uring_support(PyObject*, PyObject*) {
     return Py_BuildValue("(Ois)", s.available ? Py_True : Py_False, s.error, s.reason.c_str());
 }
 
+PyObject* uring_features(PyObject*, PyObject*) {
+    const UringSupport& s = cxxloop::uring_support();
+    PyObject* names = PyList_New(0);
+    if (!names) return nullptr;
+    for (uint32_t bit = 1; bit & kUringAllFeatures; bit <<= 1) {
+        const char* key = (s.features & bit) ? uring_feature_key(bit) : nullptr;
+        if (!key) continue;
+        PyObject* name = PyUnicode_FromString(key);
+        if (!name || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return nullptr;
+        }
+        Py_DECREF(name);
+    }
+    PyObject* tuple = PyList_AsTuple(names);
+    Py_DECREF(names);
+    if (!tuple) return nullptr;
+    return Py_BuildValue("(Ns)", tuple, s.missing_features.c_str());
+}
+
 PyMethodDef methods[] = {
     {"uring_support", uring_support, METH_NOARGS,
      "uring_support() -> (available, errno, reason): whether io_uring can be used by this\n"
      "process. errno and reason are 0 and '' when it can; otherwise reason is a sentence\n"
      "naming the cause (old kernel, seccomp, kernel.io_uring_disabled, missing features,\n"
      "or a build without liburing)."},
+    {"uring_features", uring_features, METH_NOARGS,
+     "uring_features() -> (names, missing): the optional io_uring features in use, by the\n"
+     "names CXXLOOP_URING_DISABLE takes ('poll_multishot', 'recv_multishot',\n"
+     "'buf_incremental'), and a sentence naming those missing and their fallbacks ('' when\n"
+     "none is). Empty when io_uring is unavailable."},
     {nullptr, nullptr, 0, nullptr},
 };
 

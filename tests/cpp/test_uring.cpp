@@ -242,8 +242,8 @@ TEST_F(UringTest, RecvGetsDataThenEof) {
 
 namespace {
 struct MultiFn : RecvMultishotOp {
-    std::function<void(int, int, bool)> fn;
-    void on_data(int res, int buf, bool more) noexcept override { fn(res, buf, more); }
+    std::function<void(int, int, const char*, bool)> fn;
+    void on_data(int res, int buf, const char* data, bool more) noexcept override { fn(res, buf, data, more); }
 };
 }  // namespace
 
@@ -258,12 +258,13 @@ TEST_F(UringTest, MultishotRecvFillsRingBuffersUntilEof) {
     int calls = 0, last = kNone;
     bool ended = false;
     MultiFn op;
-    op.fn = [&](int res, int buf, bool more) {
+    op.fn = [&](int res, int buf, const char* data, bool more) {
         ++calls;
         last = res;
         if (buf >= 0) {
-            got.append(bufs->buffer(buf), size_t(res > 0 ? res : 0));
-            bufs->recycle(buf);
+            EXPECT_GT(res, 0);
+            got.append(data, size_t(res));
+            bufs->release(buf);
         }
         ended = !more;
     };
@@ -294,8 +295,8 @@ TEST_F(UringTest, MultishotRecvEndsWithEnobufsWhenBuffersAreKept) {
     int last = kNone;
     bool ended = false;
     MultiFn op;
-    op.fn = [&](int res, int buf, bool more) {
-        if (buf >= 0) held.push_back(buf);  // Not recycled.
+    op.fn = [&](int res, int buf, const char*, bool more) {
+        if (buf >= 0) held.push_back(buf);  // Not released.
         last = res;
         ended = !more;
     };
@@ -308,12 +309,110 @@ TEST_F(UringTest, MultishotRecvEndsWithEnobufsWhenBuffersAreKept) {
     EXPECT_EQ(last, -ENOBUFS);
     EXPECT_EQ(held.size(), 2u);
     // Recycled buffers let a restarted receive pick up what waited in the socket.
-    for (int id : held) bufs->recycle(id);
+    for (int id : held) bufs->release(id);
     held.clear();
     ended = false;
     ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
     ASSERT_TRUE(run_until([&] { return !held.empty(); }));
     EXPECT_EQ(last, 10);
+    ASSERT_FALSE(ring->cancel(op));
+    ASSERT_TRUE(run_until([&] { return ended; }));
+}
+
+// An incremental ring (Linux 6.12): receives share the buffer at the head, each after
+// the last, and a buffer goes back to the kernel once the kernel has moved past it and
+// every share is released; a zero-length completion (EOF) hands out no buffer.
+TEST_F(UringTest, IncrementalRingPacksReceivesIntoOneBuffer) {
+    if (!ring->has(kUringBufIncremental)) GTEST_SKIP() << uring_support().missing_features;
+    std::error_code ec;
+    BufRing* bufs = ring->add_buf_ring(9, 4, 64, ec, true);
+    ASSERT_NE(bufs, nullptr) << ec.message();
+    EXPECT_TRUE(bufs->incremental());
+    auto [a, b] = socket_pair();
+    std::string got;
+    std::vector<std::pair<int, const char*>> seen;
+    int last = kNone;
+    bool ended = false;
+    MultiFn op;
+    op.fn = [&](int res, int buf, const char* data, bool more) {
+        last = res;
+        ended = !more;
+        if (buf < 0) return;
+        EXPECT_GT(res, 0);
+        EXPECT_GE(data, bufs->buffer(buf));
+        EXPECT_LE(data + res, bufs->buffer(buf) + 64);
+        got.append(data, size_t(res));
+        seen.emplace_back(buf, data);
+        bufs->release(buf);
+    };
+    ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
+    // 30 writes of 10 bytes: 300 bytes through 4 buffers of 64, so buffers must come
+    // back; while one is at the head, receives follow one another inside it.
+    std::string want;
+    for (int i = 0; i < 30; ++i) {
+        std::string chunk(10, char('A' + i % 26));
+        want += chunk;
+        ASSERT_EQ(::write(b.get(), chunk.data(), chunk.size()), 10);
+        ASSERT_TRUE(run_until([&] { return got.size() == want.size(); }));
+    }
+    EXPECT_EQ(got, want);
+    ASSERT_GE(seen.size(), 2u);
+    EXPECT_EQ(seen[0].second, bufs->buffer(seen[0].first)) << "the first receive starts the buffer";
+    EXPECT_EQ(seen[1].first, seen[0].first) << "the second shares it";
+    EXPECT_EQ(seen[1].second, seen[0].second + 10);
+    EXPECT_TRUE(op.pending());
+    b.reset();
+    ASSERT_TRUE(run_until([&] { return ended; }));
+    EXPECT_EQ(last, 0);
+    // Nothing is lost across the EOF: a new receive on another socket is served in full.
+    auto [c, d] = socket_pair();
+    got.clear();
+    ended = false;
+    ASSERT_FALSE(ring->recv_multishot(op, c.get(), *bufs));
+    const std::string tail(100, 'z');
+    ASSERT_EQ(::write(d.get(), tail.data(), tail.size()), 100);
+    ASSERT_TRUE(run_until([&] { return got.size() == tail.size(); }));
+    EXPECT_EQ(got, tail);
+    ASSERT_FALSE(ring->cancel(op));
+    ASSERT_TRUE(run_until([&] { return ended; }));
+}
+
+// A share kept keeps its buffer from the kernel even after the kernel moved past it.
+TEST_F(UringTest, IncrementalRingKeepsABufferWhileAShareIsHeld) {
+    if (!ring->has(kUringBufIncremental)) GTEST_SKIP() << uring_support().missing_features;
+    std::error_code ec;
+    BufRing* bufs = ring->add_buf_ring(10, 2, 16, ec, true);
+    ASSERT_NE(bufs, nullptr) << ec.message();
+    auto [a, b] = socket_pair();
+    std::vector<int> held;
+    std::string got;
+    int last = kNone;
+    bool ended = false;
+    MultiFn op;
+    op.fn = [&](int res, int buf, const char* data, bool more) {
+        if (buf >= 0) {
+            held.push_back(buf);  // Not released.
+            got.append(data, size_t(res));
+        }
+        last = res;
+        ended = !more;
+    };
+    ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
+    // 16-byte writes fill a buffer each: two fill the ring, the third finds none.
+    for (int i = 0; i < 3 && !ended; ++i) {
+        ASSERT_EQ(::write(b.get(), "0123456789abcdef", 16), 16);
+        run_until([&] { return held.size() > size_t(i) || ended; }, 1.0);
+    }
+    ASSERT_TRUE(run_until([&] { return ended; }));
+    EXPECT_EQ(last, -ENOBUFS);
+    EXPECT_EQ(got, "0123456789abcdef0123456789abcdef");
+    for (int id : held) bufs->release(id);
+    held.clear();
+    ended = false;
+    ASSERT_FALSE(ring->recv_multishot(op, a.get(), *bufs));
+    ASSERT_TRUE(run_until([&] { return !held.empty(); }));
+    EXPECT_EQ(last, 16);
+    for (int id : held) bufs->release(id);
     ASSERT_FALSE(ring->cancel(op));
     ASSERT_TRUE(run_until([&] { return ended; }));
 }

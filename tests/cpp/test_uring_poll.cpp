@@ -408,15 +408,17 @@ TEST(UringFeatures, ProbeFindsThemAndTheOverrideRemovesThem) {
     if (all.features == kUringAllFeatures) EXPECT_TRUE(all.missing_features.empty()) << all.missing_features;
     else EXPECT_NE(all.missing_features.find("the kernel lacks"), std::string::npos) << all.missing_features;
 
-    UringSupport none = detect_uring("poll_multishot,recv_multishot");
+    UringSupport none = detect_uring("poll_multishot,recv_multishot,buf_incremental");
     EXPECT_TRUE(none.available) << "optional features never make io_uring unavailable";
     EXPECT_EQ(none.features, 0u);
     EXPECT_NE(none.missing_features.find("poll_multishot"), std::string::npos) << none.missing_features;
     EXPECT_NE(none.missing_features.find("recv_multishot"), std::string::npos) << none.missing_features;
+    EXPECT_NE(none.missing_features.find("buf_incremental"), std::string::npos) << none.missing_features;
     EXPECT_NE(none.missing_features.find("CXXLOOP_URING_DISABLE"), std::string::npos) << none.missing_features;
 
     UringSupport some = detect_uring("recv_multishot,unknown");
     EXPECT_EQ(some.features, all.features & ~uint32_t(kUringRecvMultishot));
+    EXPECT_EQ(detect_uring("buf_incremental").features, all.features & ~uint32_t(kUringBufIncremental));
     EXPECT_EQ(detect_uring("all").features, 0u);
 }
 
@@ -426,6 +428,7 @@ TEST(UringFeatures, EngineStartsWithTheProbedFeatures) {
     Uring* ring = loop.uring();
     EXPECT_EQ(ring->has(kUringPollMultishot), bool(uring_support().features & kUringPollMultishot));
     EXPECT_EQ(ring->has(kUringRecvMultishot), bool(uring_support().features & kUringRecvMultishot));
+    EXPECT_EQ(ring->has(kUringBufIncremental), bool(uring_support().features & kUringBufIncremental));
 }
 
 // Without multishot receive, socket streams fall back to the readiness-based Stream

@@ -62,7 +62,7 @@ def _run_child(disable):
     return int(proc.stdout.split()[-1])
 
 
-@pytest.mark.parametrize("disable", ["recv_multishot", "poll_multishot", "all"])
+@pytest.mark.parametrize("disable", ["recv_multishot", "poll_multishot", "buf_incremental", "all"])
 def test_streams_and_wakeups_work_with_features_disabled(disable):
     skip_unless_uring()
     watched = _run_child(disable)
@@ -76,3 +76,29 @@ def test_completion_streams_watch_no_fd_where_the_kernel_has_them():
     watched = _run_child(None)
     if watched != 0:
         pytest.skip("the kernel lacks multishot receive: streams are readiness-based here")
+
+
+def test_the_probe_lists_its_features_and_the_override_removes_them():
+    skip_unless_uring()
+    code = ("import cxxloop; names, missing = cxxloop._core.uring_features(); "
+            "print(repr(names)); print(repr(missing))")
+
+    def child(disable):
+        env = dict(os.environ)
+        env.pop("CXXLOOP_URING_DISABLE", None)
+        if disable is not None:
+            env["CXXLOOP_URING_DISABLE"] = disable
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert proc.returncode == 0, proc.stderr
+        names, missing = proc.stdout.splitlines()
+        return eval(names), eval(missing)
+
+    names, missing = child(None)
+    assert isinstance(names, tuple)
+    assert set(names) <= {"poll_multishot", "recv_multishot", "buf_incremental"}
+    assert (missing == "") == (len(names) == 3)
+    less, missing = child("buf_incremental")
+    assert less == tuple(n for n in names if n != "buf_incremental")
+    assert "buf_incremental is disabled by CXXLOOP_URING_DISABLE" in missing
+    assert child("all")[0] == ()

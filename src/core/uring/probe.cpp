@@ -110,7 +110,12 @@ constexpr Optional kOptional[] = {
      "the loop's waker is polled one-shot"},
     {kUringRecvMultishot, "recv_multishot", "IORING_RECV_MULTISHOT into provided-buffer rings (Linux 6.0)",
      "socket streams use readiness polls instead of completion receives"},
+    {kUringBufIncremental, "buf_incremental", "incrementally consumed buffer rings (IOU_PBUF_RING_INC, Linux 6.12)",
+     "socket streams receive into many small whole buffers"},
 };
+
+using uring::kCqeFBufMore;
+using uring::kPbufRingInc;
 
 /// What the optional probe needs until the scratch ring is gone: the kernel may touch
 /// the buffer ring and holds the sockets until io_uring_queue_exit() has cancelled the
@@ -129,7 +134,10 @@ struct Scratch {
 /// Tests the optional features on `ring` by using them once: a multishot poll and a
 /// multishot receive into a registered buffer ring, on a socket with a byte waiting.
 /// Each must report the byte and stay armed (IORING_CQE_F_MORE); a kernel without
-/// the feature fails the request with EINVAL (or the registration).
+/// the feature fails the request with EINVAL (or the registration). The buffer ring
+/// is registered as incrementally consumed where the kernel takes the flag (older
+/// ones refuse it with EINVAL, and it is registered again without): the one byte
+/// must then leave the rest of its buffer to the kernel (IORING_CQE_F_BUF_MORE).
 uint32_t probe_optional(io_uring& ring, Scratch& sc) noexcept {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sc.sv) < 0) return 0;
     if (::write(sc.sv[1], "x", 1) != 1) return 0;
@@ -153,12 +161,19 @@ uint32_t probe_optional(io_uring& ring, Scratch& sc) noexcept {
         reg.ring_addr = uint64_t(reinterpret_cast<uintptr_t>(br));
         reg.ring_entries = kEntries;
         reg.bgid = kGroup;
-        io_uring_sqe* s = io_uring_register_buf_ring(&ring, &reg, 0) == 0 ? io_uring_get_sqe(&ring) : nullptr;
+        reg.pad = kPbufRingInc;  // `flags` in newer headers.
+        int r = io_uring_register_buf_ring(&ring, &reg, 0);
+        if (r == -EINVAL) {
+            reg.pad = 0;
+            r = io_uring_register_buf_ring(&ring, &reg, 0);
+        }
+        const bool incremental = r == 0 && reg.pad;
+        io_uring_sqe* s = r == 0 ? io_uring_get_sqe(&ring) : nullptr;
         if (s) {
             io_uring_prep_recv_multishot(s, sc.sv[0], nullptr, 0, 0);
             s->flags |= IOSQE_BUFFER_SELECT;
             s->buf_group = kGroup;
-            io_uring_sqe_set_data64(s, kUringRecvMultishot);
+            io_uring_sqe_set_data64(s, uint64_t(kUringRecvMultishot) | (incremental ? uint64_t(kUringBufIncremental) : 0));
             ++want;
         }
     }
@@ -170,7 +185,10 @@ uint32_t probe_optional(io_uring& ring, Scratch& sc) noexcept {
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring, head, cqe) {
         ++seen;
-        if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_MORE)) found |= uint32_t(cqe->user_data) & kUringAllFeatures;
+        if (cqe->res <= 0 || !(cqe->flags & IORING_CQE_F_MORE)) continue;
+        uint32_t bits = uint32_t(cqe->user_data) & kUringAllFeatures;
+        if (!(cqe->flags & kCqeFBufMore)) bits &= ~uint32_t(kUringBufIncremental);
+        found |= bits;
     }
     io_uring_cq_advance(&ring, seen);
     return found;
@@ -205,6 +223,12 @@ std::string describe_missing(uint32_t found, uint32_t disabled) {
 }
 
 }  // namespace
+
+const char* uring_feature_key(uint32_t bit) noexcept {
+    for (const Optional& o : kOptional)
+        if (o.bit == bit) return o.key;
+    return nullptr;
+}
 
 UringSupport detect_uring(const char* disable) noexcept {
     try {

@@ -9,6 +9,9 @@
 
 namespace cxxloop {
 
+using uring::kCqeFBufMore;
+using uring::kPbufRingInc;
+
 // --- the buffer ring ----------------------------------------------------------------------
 
 BufRing::~BufRing() {
@@ -18,13 +21,33 @@ BufRing::~BufRing() {
 void BufRing::fill() noexcept {
     io_uring_buf_ring_init(ring_);
     const int mask = io_uring_buf_ring_mask(count_);
-    for (uint32_t id = 0; id < count_; ++id) io_uring_buf_ring_add(ring_, buffer(int(id)), size_, uint16_t(id), mask, int(id));
+    for (uint32_t id = 0; id < count_; ++id) {
+        slots_[id] = Slot{};
+        io_uring_buf_ring_add(ring_, buffer(int(id)), size_, uint16_t(id), mask, int(id));
+    }
     io_uring_buf_ring_advance(ring_, int(count_));
 }
 
-void BufRing::recycle(int id) noexcept {
+void BufRing::offer(int id) noexcept {
+    slots_[id] = Slot{};
     io_uring_buf_ring_add(ring_, buffer(id), size_, uint16_t(id), io_uring_buf_ring_mask(count_), 0);
     io_uring_buf_ring_advance(ring_, 1);
+}
+
+char* BufRing::take(int id, uint32_t len, bool kernel_keeps) noexcept {
+    Slot& s = slots_[id];
+    char* at = buffer(id) + (incremental_ ? s.next : 0);
+    s.next += len;
+    ++s.shares;
+    if (!incremental_ || !kernel_keeps) s.kernel = false;
+    return at;
+}
+
+void BufRing::release(int id) noexcept {
+    if (id < 0 || uint32_t(id) >= count_) return;
+    Slot& s = slots_[id];
+    if (s.shares == 0) return;  // Offered again since (a new ring after fork()).
+    if (--s.shares == 0 && !s.kernel) offer(id);
 }
 
 std::error_code Uring::register_buf_ring(BufRing& br) noexcept {
@@ -33,6 +56,7 @@ std::error_code Uring::register_buf_ring(BufRing& br) noexcept {
     reg.ring_addr = uint64_t(reinterpret_cast<uintptr_t>(br.ring_));
     reg.ring_entries = br.count_;
     reg.bgid = br.group_;
+    if (br.incremental_) reg.pad = kPbufRingInc;
     int r = io_uring_register_buf_ring(ring_.get(), &reg, 0);
     return r < 0 ? sys::make_error(-r) : std::error_code{};
 }
@@ -43,7 +67,7 @@ BufRing* Uring::buf_ring(uint16_t group) noexcept {
     return nullptr;
 }
 
-BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std::error_code& ec) {
+BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std::error_code& ec, bool incremental) {
     ec = {};
     if (closed_ || !ring_) {
         ec = std::make_error_code(std::errc::bad_file_descriptor);
@@ -53,7 +77,7 @@ BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std:
         ec = std::make_error_code(std::errc::invalid_argument);
         return nullptr;
     }
-    std::unique_ptr<BufRing> br(new BufRing(group, count, size));
+    std::unique_ptr<BufRing> br(new BufRing(group, count, size, incremental));
     // The kernel wants the ring itself page-aligned; mmap gives that.
     void* mem = ::mmap(nullptr, count * sizeof(io_uring_buf), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
@@ -62,6 +86,7 @@ BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std:
     }
     br->ring_ = static_cast<io_uring_buf_ring*>(mem);
     br->mem_.reset(new char[size_t(count) * size]);
+    br->slots_.reset(new BufRing::Slot[count]);
     if ((ec = register_buf_ring(*br))) return nullptr;
     buf_rings_.push_back(std::move(br));
     return buf_rings_.back().get();
@@ -76,6 +101,7 @@ std::error_code Uring::recv_multishot(RecvMultishotOp& op, int fd, BufRing& bufs
     io_uring_prep_recv_multishot(s, fd, nullptr, 0, 0);
     s->flags |= IOSQE_BUFFER_SELECT;
     s->buf_group = bufs.group();
+    op.bufs_ = &bufs;
     start(op, &Uring::recv_multishot_complete, s);
     return {};
 }
@@ -83,9 +109,24 @@ std::error_code Uring::recv_multishot(RecvMultishotOp& op, int fd, BufRing& bufs
 void Uring::recv_multishot_complete(UringOp* base, Uring& ring, int res, uint32_t flags) noexcept {
     auto& op = static_cast<RecvMultishotOp&>(*base);
     const bool more = flags & IORING_CQE_F_MORE;
-    const int buf = flags & IORING_CQE_F_BUFFER ? int(flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+    int buf = flags & IORING_CQE_F_BUFFER ? int(flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+    const char* data = nullptr;
+    if (buf >= 0 && uint32_t(buf) < op.bufs_->count_) {
+        if (res > 0) {
+            data = op.bufs_->take(buf, uint32_t(res), flags & kCqeFBufMore);
+        } else {
+            // No bytes: a whole-buffer ring has still used the buffer up, an
+            // incremental one has not (kernels before the fix for zero-length
+            // completions report it used up without moving past it: either way the
+            // kernel keeps it).
+            if (!op.bufs_->incremental_) op.bufs_->offer(buf);
+            buf = -1;
+        }
+    } else {
+        buf = -1;
+    }
     if (!more) ring.finish(op);
-    op.on_data(res, buf, more);
+    op.on_data(res, buf, data, more);
 }
 
 }  // namespace cxxloop

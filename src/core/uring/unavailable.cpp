@@ -16,6 +16,8 @@ std::error_code unsupported() noexcept { return std::make_error_code(std::errc::
 
 }  // namespace
 
+const char* uring_feature_key(uint32_t) noexcept { return nullptr; }  // No features without liburing.
+
 UringSupport detect_uring(const char*) noexcept {
     UringSupport s;
     s.error = ENOSYS;
@@ -40,12 +42,12 @@ std::error_code Uring::recv(RecvOp&, int, std::span<char>, int) { return unsuppo
 std::error_code Uring::send(SendOp&, int, iovec*, size_t, int) { return unsupported(); }
 std::error_code Uring::send(SendOp&, int, std::span<const char>, int) { return unsupported(); }
 std::error_code Uring::recv_multishot(RecvMultishotOp&, int, BufRing&) { return unsupported(); }
-BufRing* Uring::add_buf_ring(uint16_t, uint32_t, uint32_t, std::error_code& ec) {
+BufRing* Uring::add_buf_ring(uint16_t, uint32_t, uint32_t, std::error_code& ec, bool) {
     ec = unsupported();
     return nullptr;
 }
 BufRing::~BufRing() = default;
-void BufRing::recycle(int) noexcept {}
+void BufRing::release(int) noexcept {}
 std::error_code Uring::connect(ConnectOp&, int, const sockaddr*, socklen_t) { return unsupported(); }
 std::error_code Uring::cancel(UringOp&) { return unsupported(); }
 std::error_code Uring::cancel_fd(int) { return unsupported(); }

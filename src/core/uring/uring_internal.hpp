@@ -10,6 +10,11 @@
 
 namespace cxxloop::uring {
 
+// Incrementally consumed buffer rings (Linux 6.12) postdate the distribution headers
+// we build against; their values are fixed by the kernel's ABI.
+constexpr uint16_t kPbufRingInc = 2;        // IOU_PBUF_RING_INC, in io_uring_buf_reg's flags (`pad` here)
+constexpr uint32_t kCqeFBufMore = 1u << 4;  // IORING_CQE_F_BUF_MORE: the kernel keeps the buffer
+
 /// The user_data of an op's entries: the op's address (8-byte aligned, so tag 0).
 inline uint64_t op_data(const UringOp& op) noexcept { return uint64_t(reinterpret_cast<uintptr_t>(&op)); }
 
