@@ -18,14 +18,21 @@ BufRing::~BufRing() {
     if (ring_) ::munmap(ring_, count_ * sizeof(io_uring_buf));
 }
 
+// At registration, and again on the new ring of a child after fork(). A buffer whose
+// bytes a stream still holds then stays out until its last share is released.
 void BufRing::fill() noexcept {
     io_uring_buf_ring_init(ring_);
     const int mask = io_uring_buf_ring_mask(count_);
+    int added = 0;
     for (uint32_t id = 0; id < count_; ++id) {
+        if (slots_[id].shares) {
+            slots_[id].kernel = false;
+            continue;
+        }
         slots_[id] = Slot{};
-        io_uring_buf_ring_add(ring_, buffer(int(id)), size_, uint16_t(id), mask, int(id));
+        io_uring_buf_ring_add(ring_, buffer(int(id)), size_, uint16_t(id), mask, added++);
     }
-    io_uring_buf_ring_advance(ring_, int(count_));
+    io_uring_buf_ring_advance(ring_, added);
 }
 
 void BufRing::offer(int id) noexcept {
@@ -46,7 +53,7 @@ char* BufRing::take(int id, uint32_t len, bool kernel_keeps) noexcept {
 void BufRing::release(int id) noexcept {
     if (id < 0 || uint32_t(id) >= count_) return;
     Slot& s = slots_[id];
-    if (s.shares == 0) return;  // Offered again since (a new ring after fork()).
+    if (s.shares == 0) return;
     if (--s.shares == 0 && !s.kernel) offer(id);
 }
 
