@@ -51,15 +51,21 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _run_child(disable):
+def _child(code, disable):
+    """Runs `code` in a child interpreter with CXXLOOP_URING_DISABLE set to `disable`
+    (unset for None); returns its output."""
     env = dict(os.environ)
     env.pop("CXXLOOP_URING_DISABLE", None)
     if disable is not None:
         env["CXXLOOP_URING_DISABLE"] = disable
-    proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
-    return int(proc.stdout.split()[-1])
+    return proc.stdout
+
+
+def _run_child(disable):
+    return int(_child(_CHILD, disable).split()[-1])
 
 
 @pytest.mark.parametrize("disable", ["recv_multishot", "poll_multishot", "buf_incremental", "all"])
@@ -84,14 +90,7 @@ def test_the_probe_lists_its_features_and_the_override_removes_them():
             "print(repr(names)); print(repr(missing))")
 
     def child(disable):
-        env = dict(os.environ)
-        env.pop("CXXLOOP_URING_DISABLE", None)
-        if disable is not None:
-            env["CXXLOOP_URING_DISABLE"] = disable
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=60, env=env)
-        assert proc.returncode == 0, proc.stderr
-        names, missing = proc.stdout.splitlines()
+        names, missing = _child(code, disable).splitlines()
         return eval(names), eval(missing)
 
     names, missing = child(None)
