@@ -21,13 +21,17 @@ TEST(Ring, AllocatesNothingUntilTheFirstPush) {
     EXPECT_EQ(r.front(), 1);
 }
 
-TEST(Ring, KeepsFifoOrderAcrossWrapAndGrowth) {
-    Ring<int> r;
+namespace {
+// Drives `r` and a std::deque model with the same random pushes and pops (a pop one
+// step in `pop_odds`, never on an empty model), comparing fronts and sizes; after each
+// step, `check(step, model)`.
+template <class R, class Check>
+void random_fifo(R& r, unsigned seed, int steps, unsigned pop_odds, Check check) {
     std::deque<int> model;
-    std::mt19937 rng(7);
+    std::mt19937 rng(seed);
     int next = 0;
-    for (int step = 0; step < 20000; ++step) {
-        if (model.empty() || rng() % 3 != 0) {
+    for (int step = 0; step < steps && !::testing::Test::HasFatalFailure(); ++step) {
+        if (model.empty() || rng() % pop_odds != 0) {
             r.push_back(next);
             model.push_back(next++);
         } else {
@@ -36,12 +40,19 @@ TEST(Ring, KeepsFifoOrderAcrossWrapAndGrowth) {
             model.pop_front();
         }
         ASSERT_EQ(r.size(), model.size());
-        if (step % 997 == 0) {
-            std::vector<int> seen(r.begin(), r.end());
-            ASSERT_EQ(seen, std::vector<int>(model.begin(), model.end()));
-            for (size_t i = 0; i < model.size(); ++i) ASSERT_EQ(r[i], model[i]);
-        }
+        check(step, model);
     }
+}
+}  // namespace
+
+TEST(Ring, KeepsFifoOrderAcrossWrapAndGrowth) {
+    Ring<int> r;
+    random_fifo(r, 7, 20000, 3, [&](int step, const std::deque<int>& model) {
+        if (step % 997 != 0) return;
+        std::vector<int> seen(r.begin(), r.end());
+        ASSERT_EQ(seen, std::vector<int>(model.begin(), model.end()));
+        for (size_t i = 0; i < model.size(); ++i) ASSERT_EQ(r[i], model[i]);
+    });
 }
 
 TEST(Ring, GrowsWhileWrapped) {
@@ -170,24 +181,13 @@ TEST(Ring, InlineSlotsAllocateNothingUntilOutgrown) {
 
 TEST(Ring, TrivialValuesWithInlineSlots) {
     Ring<int, 2> r;
-    std::deque<int> model;
-    std::mt19937 rng(3);
-    int next = 0;
-    for (int step = 0; step < 3000; ++step) {
-        if (model.empty() || rng() % 2 != 0) {
-            r.push_back(next);
-            model.push_back(next++);
-        } else {
-            ASSERT_EQ(r.front(), model.front());
-            r.pop_front();
-            model.pop_front();
-        }
+    random_fifo(r, 3, 3000, 2, [&](int, const std::deque<int>& model) {
         ASSERT_EQ(r.allocated(), r.capacity() > 2);
         if (model.empty()) {
             ASSERT_FALSE(r.allocated());
         }
         for (size_t i = 0; i < model.size(); ++i) ASSERT_EQ(r[i], model[i]);
-    }
+    });
 }
 
 // A push of one of the ring's own values when the ring is full: the new value is
