@@ -98,7 +98,7 @@ def measure_connections(loop, style, n, python, pin):
         port = int(line[1])
         payload = b"x" * 1024
 
-        def roundtrip(s):
+        def roundtrip(s, payload=payload):
             s.sendall(payload)
             got = 0
             while got < len(payload):
@@ -109,14 +109,17 @@ def measure_connections(loop, style, n, python, pin):
 
         # Warm up: a few connections made, used and closed, so imports and
         # first-use allocations are in the baseline. Each makes several round
-        # trips: the proactor's receives take the buffers of its one shared
-        # buffer ring (64 x 16 KiB per loop) in turn, and every buffer must have
-        # been touched once before the baseline, or that fixed megabyte would be
-        # spread over the connections measured.
+        # trips, small and large: the proactor's receives walk through its one
+        # shared buffer ring (8 x 256 KiB consumed incrementally, or 64 x 16 KiB
+        # whole buffers on kernels before 6.12), and all of it
+        # must have been touched once before the baseline, or that fixed cost
+        # would be spread over the connections measured.
+        large = b"x" * 65536
         for _ in range(20):
             with socket.create_connection(("127.0.0.1", port)) as s:
                 for _ in range(8):
                     roundtrip(s)
+                    roundtrip(s, large)
         time.sleep(0.3)
         before = rss_bytes(proc.pid)
         for _ in range(n):
