@@ -88,6 +88,12 @@ void UringStream::drop_inbox() noexcept {
 
 // Bytes kept while reading is paused leave the shared ring, which other connections need.
 void UringStream::copy_inbox() noexcept {
+    if (!ring()) {
+        // The engine closed with its buffers: nothing in them can be copied, and
+        // nothing kept could be delivered (reading does not start again).
+        inbox_.clear();
+        return;
+    }
     for (Chunk& c : inbox_) {
         if (c.buf < 0) continue;
         const size_t n = c.len - c.off;

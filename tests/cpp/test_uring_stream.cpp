@@ -668,6 +668,27 @@ TEST_P(UringStreamTest, AbortInsideAJoinedDelivery) {
     }
 }
 
+// Bytes a handler declines wait in the inbox while their receive has ended (here at
+// EOF): closing the loop frees the ring's buffers, and a pause asked for after that
+// must not copy out of them.
+TEST_P(UringStreamTest, PauseAfterTheLoopClosedUnderHeldBytesReadsNoFreedBuffer) {
+    Recorder r;
+    r.buf_size = 0;  // Takes nothing for now.
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    ASSERT_EQ(::write(peer.get(), "declined", 8), 8);
+    ASSERT_EQ(::shutdown(peer.get(), SHUT_WR), 0);
+    ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] { return !s->registered() && s->undelivered() == 8; }));
+    spin(2);
+    EXPECT_EQ(r.data, "");
+    loop->close();
+    s->stop_reading();
+    EXPECT_FALSE(s->reading());
+    EXPECT_TRUE(s->start_reading());
+    s.reset();
+    EXPECT_EQ(r.holds, 0);
+}
+
 namespace {
 std::string ring_kind(const ::testing::TestParamInfo<bool>& info) { return info.param ? "incremental" : "whole"; }
 }  // namespace
