@@ -689,6 +689,72 @@ TEST_P(UringStreamTest, PauseAfterTheLoopClosedUnderHeldBytesReadsNoFreedBuffer)
     EXPECT_EQ(r.holds, 0);
 }
 
+// A handler may pause in an offer of bytes and then decline them (to take them later
+// through read_buffer()). What was offered then waits for the resume like any bytes
+// kept while paused: out of the shared ring, which other connections need. Here each
+// of several streams pauses that way on a burst; every later stream must still get
+// buffers, and every stream its bytes in order once resumed.
+TEST_P(UringStreamTest, PausingInAnOfferThenDecliningKeepsNoRingBuffer) {
+    struct PauseThenDecline : Recorder {
+        UringStream* s = nullptr;
+        bool paused = false;
+        bool decline() {
+            if (paused) return !s->reading();
+            paused = true;
+            s->stop_reading();
+            return true;
+        }
+        bool on_bytes(const char* p, size_t n) noexcept override {
+            if (decline()) return false;
+            data.append(p, n);
+            return true;
+        }
+        bool on_bytes_parts(const iovec* parts, size_t count, size_t) noexcept override {
+            if (decline()) return false;
+            for (size_t i = 0; i < count; ++i) data.append(static_cast<const char*>(parts[i].iov_base), parts[i].iov_len);
+            return true;
+        }
+    };
+    constexpr int kStreams = 12;
+    const std::string sent = pattern(400 * 1024);
+    std::vector<std::pair<Fd, Fd>> pairs;
+    std::vector<std::unique_ptr<PauseThenDecline>> recs;
+    std::vector<std::unique_ptr<UringStream>> streams;
+    // Streams are aborted before they are destroyed, even when an assertion failed.
+    struct Teardown {
+        EventLoop& loop;
+        std::vector<std::unique_ptr<UringStream>>& streams;
+        ~Teardown() {
+            for (auto& s : streams) s->abort();
+            EXPECT_TRUE(run_loop_until(loop, [&] {
+                for (auto& s : streams)
+                    if (s->registered()) return false;
+                return true;
+            }));
+        }
+    } teardown{*loop, streams};
+    for (int i = 0; i < kStreams; ++i) {
+        pairs.push_back(socket_pair());
+        if (!send_all_at_once(pairs.back().second.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
+        recs.push_back(std::make_unique<PauseThenDecline>());
+        streams.push_back(std::make_unique<UringStream>(*loop, pairs.back().first.get(), *recs.back()));
+        recs.back()->s = streams.back().get();
+        ASSERT_FALSE(streams.back()->start_reading());
+        ASSERT_TRUE(run_until([&] { return recs.back()->paused; }, 2.0))
+            << "stream " << i << " got no ring buffer: the paused streams before it keep them";
+        spin(2);
+        EXPECT_EQ(recs.back()->data, "");
+        EXPECT_GT(streams.back()->undelivered(), 0u);
+    }
+    for (int i = 0; i < kStreams; ++i) ASSERT_FALSE(streams[i]->start_reading());
+    ASSERT_TRUE(run_until([&] {
+        for (auto& r : recs)
+            if (r->data.size() < sent.size()) return false;
+        return true;
+    }, 10.0));
+    for (int i = 0; i < kStreams; ++i) EXPECT_EQ(recs[i]->data, sent) << "stream " << i;
+}
+
 namespace {
 std::string ring_kind(const ::testing::TestParamInfo<bool>& info) { return info.param ? "incremental" : "whole"; }
 }  // namespace
