@@ -755,6 +755,49 @@ TEST_P(UringStreamTest, PausingInAnOfferThenDecliningKeepsNoRingBuffer) {
     for (int i = 0; i < kStreams; ++i) EXPECT_EQ(recs[i]->data, sent) << "stream " << i;
 }
 
+// A handler that aborts the stream in an offer and declines the bytes leaves none
+// of them held: the stream keeps nothing, and the ring serves later streams in full.
+TEST_P(UringStreamTest, AbortingInAnOfferThenDecliningKeepsNothing) {
+    struct AbortThenDecline : Recorder {
+        UringStream* s = nullptr;
+        int offers = 0;
+        bool on_bytes(const char*, size_t) noexcept override {
+            ++offers;
+            s->abort();
+            return false;
+        }
+        bool on_bytes_parts(const iovec*, size_t, size_t) noexcept override {
+            ++offers;
+            s->abort();
+            return false;
+        }
+    };
+    AbortThenDecline r;
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    r.s = s.get();
+    const std::string sent = pattern(400 * 1024);
+    if (!send_all_at_once(peer.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
+    ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] { return r.offers > 0 && !s->registered() && r.holds == 0; }));
+    EXPECT_EQ(r.offers, 1) << "nothing is offered after the abort";
+    EXPECT_EQ(r.data, "");
+    EXPECT_EQ(s->undelivered(), 0u);
+    // Every buffer is back (not only once the stream is gone).
+    for (int round = 0; round < 2; ++round) {
+        auto [a, b] = socket_pair();
+        DirectRecorder r2;
+        UringStream s2(*loop, a.get(), r2);
+        const std::string more = pattern(900 * 1024);
+        if (!send_all_at_once(b.get(), more)) GTEST_SKIP() << "the socket buffer cannot hold 900 KiB";
+        ASSERT_FALSE(s2.start_reading());
+        ASSERT_TRUE(run_until([&] { return r2.data.size() >= more.size(); }));
+        EXPECT_EQ(r2.data, more);
+        s2.abort();
+        ASSERT_TRUE(run_until([&] { return !s2.registered() && r2.holds == 0; }));
+    }
+    s.reset();
+}
+
 namespace {
 std::string ring_kind(const ::testing::TestParamInfo<bool>& info) { return info.param ? "incremental" : "whole"; }
 }  // namespace
