@@ -855,6 +855,63 @@ TEST_P(UringStreamTest, AfterForkHeldBytesComeFirstAndTheirBufferReturns) {
     ASSERT_TRUE(run_until([&] { return !s.registered() && r.holds == 0; }));
 }
 
+// Many connections' receives interleave in the shared ring (with an incremental one,
+// inside the same buffers) and run it dry, so that receives end with ENOBUFS and
+// start again: every stream still gets exactly its own bytes, in order, whether its
+// handler takes them directly or copies them.
+TEST_P(UringStreamTest, InterleavedReceivesThroughARingRunDryKeepEachStreamsBytes) {
+    constexpr int kStreams = 24;
+    constexpr size_t kBytes = 600 * 1024;
+    std::vector<std::pair<Fd, Fd>> pairs;
+    std::vector<std::unique_ptr<Recorder>> recs;
+    std::vector<std::unique_ptr<UringStream>> streams;
+    std::vector<std::string> want;
+    std::vector<size_t> sent(kStreams, 0);
+    struct Teardown {
+        EventLoop& loop;
+        std::vector<std::unique_ptr<UringStream>>& streams;
+        ~Teardown() {
+            for (auto& s : streams) s->abort();
+            EXPECT_TRUE(run_loop_until(loop, [&] {
+                for (auto& s : streams)
+                    if (s->registered()) return false;
+                return true;
+            }));
+        }
+    } teardown{*loop, streams};
+    for (int i = 0; i < kStreams; ++i) {
+        pairs.push_back(socket_pair());
+        if (i % 2) recs.push_back(std::make_unique<DirectRecorder>());
+        else recs.push_back(std::make_unique<Recorder>());
+        streams.push_back(std::make_unique<UringStream>(*loop, pairs.back().first.get(), *recs.back()));
+        std::string w;
+        for (int k = 0; w.size() < kBytes; ++k) w += "s" + std::to_string(i) + "." + std::to_string(k) + ";";
+        w.resize(kBytes);
+        want.push_back(std::move(w));
+        // What waits before the first receive: together several times the ring.
+        int size = 512 * 1024;
+        ::setsockopt(pairs.back().second.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        ssize_t n = ::send(pairs.back().second.get(), want.back().data(), 256 * 1024, MSG_DONTWAIT);
+        ASSERT_GT(n, 0);
+        sent[i] = size_t(n);
+    }
+    for (auto& s : streams) ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] {
+        bool done = true;
+        for (int i = 0; i < kStreams; ++i) {
+            if (sent[i] < kBytes) {
+                // Uneven pieces, so that receives end at every offset of a buffer.
+                const size_t piece = std::min(kBytes - sent[i], size_t(1 + (i * 7919 + sent[i]) % 40000));
+                ssize_t n = ::send(pairs[i].second.get(), want[i].data() + sent[i], piece, MSG_DONTWAIT);
+                if (n > 0) sent[i] += size_t(n);
+            }
+            done &= recs[i]->data.size() >= kBytes;
+        }
+        return done;
+    }, 30.0));
+    for (int i = 0; i < kStreams; ++i) EXPECT_TRUE(recs[i]->data == want[i]) << "stream " << i << " got other bytes";
+}
+
 namespace {
 std::string ring_kind(const ::testing::TestParamInfo<bool>& info) { return info.param ? "incremental" : "whole"; }
 }  // namespace
