@@ -106,6 +106,7 @@ private:
     enum class Step : unsigned char { next, declined, stop, abort };
     bool gather(size_t& count, size_t& total) const noexcept;
     Step deliver_whole() noexcept;
+    Step declined_meanwhile() noexcept;
     Step deliver_copied() noexcept;
     bool deliver_reads() noexcept;
     bool hold_burst() noexcept;

@@ -88,6 +88,12 @@ void UringStream::drop_inbox() noexcept {
 
 // Bytes kept while reading is paused leave the shared ring, which other connections need.
 void UringStream::copy_inbox() noexcept {
+    if (!ring()) {
+        // The engine closed with its buffers: nothing in them can be copied, and
+        // nothing kept could be delivered (reading does not start again).
+        inbox_.clear();
+        return;
+    }
     for (Chunk& c : inbox_) {
         if (c.buf < 0) continue;
         const size_t n = c.len - c.off;
@@ -419,6 +425,7 @@ UringStream::Step UringStream::deliver_whole() noexcept {
             return handler_.proceed() ? Step::next : Step::abort;
         }
         for (size_t i = count; i-- > 0;) inbox_.push_front(std::move(parts[i]));
+        if (!reading_ || detached_ || broken_) return declined_meanwhile();
     }
     Chunk c = std::move(inbox_.front());
     inbox_.pop_front();
@@ -427,7 +434,18 @@ UringStream::Step UringStream::deliver_whole() noexcept {
         return handler_.proceed() ? Step::next : Step::abort;
     }
     inbox_.push_front(std::move(c));
+    if (!reading_ || detached_ || broken_) return declined_meanwhile();
     return Step::declined;
+}
+
+// The handler paused, aborted or failed the stream during an offer it then declined:
+// the inbox was copied out of the ring or dropped without the bytes offered, which
+// are back in it now. They follow (a paused stream's bytes must not hold the shared
+// ring's buffers), and nothing more is offered.
+UringStream::Step UringStream::declined_meanwhile() noexcept {
+    if (detached_ || broken_) drop_inbox();
+    else copy_inbox();
+    return handler_.proceed() ? Step::stop : Step::abort;
 }
 
 // Copies from the front of the inbox into the handler's buffer, across as many

@@ -668,6 +668,250 @@ TEST_P(UringStreamTest, AbortInsideAJoinedDelivery) {
     }
 }
 
+// Bytes a handler declines wait in the inbox while their receive has ended (here at
+// EOF): closing the loop frees the ring's buffers, and a pause asked for after that
+// must not copy out of them.
+TEST_P(UringStreamTest, PauseAfterTheLoopClosedUnderHeldBytesReadsNoFreedBuffer) {
+    Recorder r;
+    r.buf_size = 0;  // Takes nothing for now.
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    ASSERT_EQ(::write(peer.get(), "declined", 8), 8);
+    ASSERT_EQ(::shutdown(peer.get(), SHUT_WR), 0);
+    ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] { return !s->registered() && s->undelivered() == 8; }));
+    spin(2);
+    EXPECT_EQ(r.data, "");
+    loop->close();
+    s->stop_reading();
+    EXPECT_FALSE(s->reading());
+    EXPECT_TRUE(s->start_reading());
+    s.reset();
+    EXPECT_EQ(r.holds, 0);
+}
+
+// A handler may pause in an offer of bytes and then decline them (to take them later
+// through read_buffer()). What was offered then waits for the resume like any bytes
+// kept while paused: out of the shared ring, which other connections need. Here each
+// of several streams pauses that way on a burst; every later stream must still get
+// buffers, and every stream its bytes in order once resumed.
+TEST_P(UringStreamTest, PausingInAnOfferThenDecliningKeepsNoRingBuffer) {
+    struct PauseThenDecline : Recorder {
+        UringStream* s = nullptr;
+        bool paused = false;
+        bool decline() {
+            if (paused) return !s->reading();
+            paused = true;
+            s->stop_reading();
+            return true;
+        }
+        bool on_bytes(const char* p, size_t n) noexcept override {
+            if (decline()) return false;
+            data.append(p, n);
+            return true;
+        }
+        bool on_bytes_parts(const iovec* parts, size_t count, size_t) noexcept override {
+            if (decline()) return false;
+            for (size_t i = 0; i < count; ++i) data.append(static_cast<const char*>(parts[i].iov_base), parts[i].iov_len);
+            return true;
+        }
+    };
+    constexpr int kStreams = 12;
+    const std::string sent = pattern(400 * 1024);
+    std::vector<std::pair<Fd, Fd>> pairs;
+    std::vector<std::unique_ptr<PauseThenDecline>> recs;
+    std::vector<std::unique_ptr<UringStream>> streams;
+    // Streams are aborted before they are destroyed, even when an assertion failed.
+    struct Teardown {
+        EventLoop& loop;
+        std::vector<std::unique_ptr<UringStream>>& streams;
+        ~Teardown() {
+            for (auto& s : streams) s->abort();
+            EXPECT_TRUE(run_loop_until(loop, [&] {
+                for (auto& s : streams)
+                    if (s->registered()) return false;
+                return true;
+            }));
+        }
+    } teardown{*loop, streams};
+    for (int i = 0; i < kStreams; ++i) {
+        pairs.push_back(socket_pair());
+        if (!send_all_at_once(pairs.back().second.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
+        recs.push_back(std::make_unique<PauseThenDecline>());
+        streams.push_back(std::make_unique<UringStream>(*loop, pairs.back().first.get(), *recs.back()));
+        recs.back()->s = streams.back().get();
+        ASSERT_FALSE(streams.back()->start_reading());
+        ASSERT_TRUE(run_until([&] { return recs.back()->paused; }, 2.0))
+            << "stream " << i << " got no ring buffer: the paused streams before it keep them";
+        spin(2);
+        EXPECT_EQ(recs.back()->data, "");
+        EXPECT_GT(streams.back()->undelivered(), 0u);
+    }
+    for (int i = 0; i < kStreams; ++i) ASSERT_FALSE(streams[i]->start_reading());
+    ASSERT_TRUE(run_until([&] {
+        for (auto& r : recs)
+            if (r->data.size() < sent.size()) return false;
+        return true;
+    }, 10.0));
+    for (int i = 0; i < kStreams; ++i) EXPECT_EQ(recs[i]->data, sent) << "stream " << i;
+}
+
+// A handler that aborts the stream in an offer and declines the bytes leaves none
+// of them held: the stream keeps nothing, and the ring serves later streams in full.
+TEST_P(UringStreamTest, AbortingInAnOfferThenDecliningKeepsNothing) {
+    struct AbortThenDecline : Recorder {
+        UringStream* s = nullptr;
+        int offers = 0;
+        bool on_bytes(const char*, size_t) noexcept override {
+            ++offers;
+            s->abort();
+            return false;
+        }
+        bool on_bytes_parts(const iovec*, size_t, size_t) noexcept override {
+            ++offers;
+            s->abort();
+            return false;
+        }
+    };
+    AbortThenDecline r;
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    r.s = s.get();
+    const std::string sent = pattern(400 * 1024);
+    if (!send_all_at_once(peer.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
+    ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] { return r.offers > 0 && !s->registered() && r.holds == 0; }));
+    EXPECT_EQ(r.offers, 1) << "nothing is offered after the abort";
+    EXPECT_EQ(r.data, "");
+    EXPECT_EQ(s->undelivered(), 0u);
+    // Every buffer is back (not only once the stream is gone).
+    for (int round = 0; round < 2; ++round) {
+        auto [a, b] = socket_pair();
+        DirectRecorder r2;
+        UringStream s2(*loop, a.get(), r2);
+        const std::string more = pattern(900 * 1024);
+        if (!send_all_at_once(b.get(), more)) GTEST_SKIP() << "the socket buffer cannot hold 900 KiB";
+        ASSERT_FALSE(s2.start_reading());
+        ASSERT_TRUE(run_until([&] { return r2.data.size() >= more.size(); }));
+        EXPECT_EQ(r2.data, more);
+        s2.abort();
+        ASSERT_TRUE(run_until([&] { return !s2.registered() && r2.holds == 0; }));
+    }
+    s.reset();
+}
+
+// The loop closes while bytes a handler declined are held in the ring with the
+// receive still pending: the cancelled receive's report drops them (the ring goes
+// with the loop), and nothing of them is read afterwards.
+TEST_P(UringStreamTest, ClosingTheLoopUnderHeldBytesWithAPendingReceiveDropsThem) {
+    Recorder r;
+    r.buf_size = 0;  // Takes nothing for now.
+    auto s = std::make_unique<UringStream>(*loop, ours.get(), r);
+    ASSERT_FALSE(s->start_reading());
+    ASSERT_EQ(::write(peer.get(), "declined", 8), 8);
+    ASSERT_TRUE(run_until([&] { return s->undelivered() == 8; }));
+    spin(2);
+    ASSERT_TRUE(s->registered());
+    loop->close();
+    EXPECT_FALSE(s->registered());
+    EXPECT_EQ(r.loop_closed, 1);
+    EXPECT_EQ(s->undelivered(), 0u);
+    s->stop_reading();
+    s.reset();
+    EXPECT_EQ(r.data, "");
+    EXPECT_EQ(r.holds, 0);
+}
+
+// fork() (here the engine's after_fork() in this process) while a stream holds bytes
+// in a ring buffer: the held bytes survive, are delivered first, and the buffer
+// serves the new ring once they are; everything after arrives intact and in order.
+TEST_P(UringStreamTest, AfterForkHeldBytesComeFirstAndTheirBufferReturns) {
+    Recorder r;
+    r.buf_size = 0;  // Takes nothing for now.
+    UringStream s(*loop, ours.get(), r);
+    ASSERT_FALSE(s.start_reading());
+    ASSERT_EQ(::write(peer.get(), "before-fork,", 12), 12);
+    ASSERT_TRUE(run_until([&] { return s.undelivered() == 12; }));
+    spin(2);
+    ASSERT_FALSE(loop->after_fork());
+    // The new ring receives while the bytes are still held.
+    ASSERT_EQ(::write(peer.get(), "after-fork,", 11), 11);
+    ASSERT_TRUE(run_until([&] { return s.undelivered() == 23; }));
+    r.buf_size = sizeof r.buf;
+    ASSERT_EQ(::write(peer.get(), "!", 1), 1);  // A completion, to deliver them all.
+    ASSERT_TRUE(run_until([&] { return r.data.size() >= 24; }));
+    EXPECT_EQ(r.data, "before-fork,after-fork,!");
+    // Several rings' worth, to cycle through every buffer (the one held included).
+    const std::string more = pattern(5 * 1024 * 1024);
+    std::string want = r.data + more;
+    size_t sent = 0;
+    ASSERT_TRUE(run_until([&] {
+        if (sent < more.size()) {
+            ssize_t n = ::send(peer.get(), more.data() + sent, std::min<size_t>(64 * 1024, more.size() - sent), MSG_DONTWAIT);
+            if (n > 0) sent += size_t(n);
+        }
+        return r.data.size() >= want.size();
+    }, 20.0));
+    EXPECT_TRUE(r.data == want) << "the bytes after fork() arrived damaged or out of order";
+    s.abort();
+    ASSERT_TRUE(run_until([&] { return !s.registered() && r.holds == 0; }));
+}
+
+// Many connections' receives interleave in the shared ring (with an incremental one,
+// inside the same buffers) and run it dry, so that receives end with ENOBUFS and
+// start again: every stream still gets exactly its own bytes, in order, whether its
+// handler takes them directly or copies them.
+TEST_P(UringStreamTest, InterleavedReceivesThroughARingRunDryKeepEachStreamsBytes) {
+    constexpr int kStreams = 24;
+    constexpr size_t kBytes = 600 * 1024;
+    std::vector<std::pair<Fd, Fd>> pairs;
+    std::vector<std::unique_ptr<Recorder>> recs;
+    std::vector<std::unique_ptr<UringStream>> streams;
+    std::vector<std::string> want;
+    std::vector<size_t> sent(kStreams, 0);
+    struct Teardown {
+        EventLoop& loop;
+        std::vector<std::unique_ptr<UringStream>>& streams;
+        ~Teardown() {
+            for (auto& s : streams) s->abort();
+            EXPECT_TRUE(run_loop_until(loop, [&] {
+                for (auto& s : streams)
+                    if (s->registered()) return false;
+                return true;
+            }));
+        }
+    } teardown{*loop, streams};
+    for (int i = 0; i < kStreams; ++i) {
+        pairs.push_back(socket_pair());
+        if (i % 2) recs.push_back(std::make_unique<DirectRecorder>());
+        else recs.push_back(std::make_unique<Recorder>());
+        streams.push_back(std::make_unique<UringStream>(*loop, pairs.back().first.get(), *recs.back()));
+        std::string w;
+        for (int k = 0; w.size() < kBytes; ++k) w += "s" + std::to_string(i) + "." + std::to_string(k) + ";";
+        w.resize(kBytes);
+        want.push_back(std::move(w));
+        // What waits before the first receive: together several times the ring.
+        int size = 512 * 1024;
+        ::setsockopt(pairs.back().second.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        ssize_t n = ::send(pairs.back().second.get(), want.back().data(), 256 * 1024, MSG_DONTWAIT);
+        ASSERT_GT(n, 0);
+        sent[i] = size_t(n);
+    }
+    for (auto& s : streams) ASSERT_FALSE(s->start_reading());
+    ASSERT_TRUE(run_until([&] {
+        bool done = true;
+        for (int i = 0; i < kStreams; ++i) {
+            if (sent[i] < kBytes) {
+                // Uneven pieces, so that receives end at every offset of a buffer.
+                const size_t piece = std::min(kBytes - sent[i], size_t(1 + (i * 7919 + sent[i]) % 40000));
+                ssize_t n = ::send(pairs[i].second.get(), want[i].data() + sent[i], piece, MSG_DONTWAIT);
+                if (n > 0) sent[i] += size_t(n);
+            }
+            done &= recs[i]->data.size() >= kBytes;
+        }
+        return done;
+    }, 30.0));
+    for (int i = 0; i < kStreams; ++i) EXPECT_TRUE(recs[i]->data == want[i]) << "stream " << i << " got other bytes";
+}
+
 namespace {
 std::string ring_kind(const ::testing::TestParamInfo<bool>& info) { return info.param ? "incremental" : "whole"; }
 }  // namespace
