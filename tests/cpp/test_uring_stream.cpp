@@ -885,7 +885,13 @@ TEST_P(UringStreamTest, InterleavedReceivesThroughARingRunDryKeepEachStreamsByte
         else recs.push_back(std::make_unique<Recorder>());
         streams.push_back(std::make_unique<UringStream>(*loop, pairs.back().first.get(), *recs.back()));
         std::string w;
-        for (int k = 0; w.size() < kBytes; ++k) w += "s" + std::to_string(i) + "." + std::to_string(k) + ";";
+        for (int k = 0; w.size() < kBytes; ++k) {
+            w += 's';
+            w += std::to_string(i);
+            w += '.';
+            w += std::to_string(k);
+            w += ';';
+        }
         w.resize(kBytes);
         want.push_back(std::move(w));
         // What waits before the first receive: together several times the ring.
