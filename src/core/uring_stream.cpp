@@ -49,8 +49,8 @@ bool UringStream::supported(EventLoop& loop) noexcept {
     if (!r || !r->has(kUringRecvMultishot)) return false;  // Probed once (probe.cpp).
     if (r->buf_ring(kGroup)) return true;
     std::error_code ec;
-    if (r->has(kUringBufIncremental)) return r->add_buf_ring(kGroup, kIncBufCount, kIncBufSize, ec, true) != nullptr;
-    return r->add_buf_ring(kGroup, kBufCount, kBufSize, ec) != nullptr;
+    if (r->has(kUringBufIncremental) && r->add_buf_ring(kGroup, kIncBufCount, kIncBufSize, ec, true)) return true;
+    return r->add_buf_ring(kGroup, kBufCount, kBufSize, ec) != nullptr;  // Also when the above failed.
 }
 
 UringStream::UringStream(EventLoop& loop, int fd, StreamHandler& handler) : loop_(loop), handler_(handler), fd_(fd) {

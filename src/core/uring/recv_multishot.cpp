@@ -84,7 +84,13 @@ BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std:
         ec = std::make_error_code(std::errc::invalid_argument);
         return nullptr;
     }
-    std::unique_ptr<BufRing> br(new BufRing(group, count, size, incremental));
+    // Out of memory is an error code here, not an exception: UringStream::supported()
+    // asks from noexcept code.
+    std::unique_ptr<BufRing> br(new (std::nothrow) BufRing(group, count, size, incremental));
+    if (!br) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return nullptr;
+    }
     // The kernel wants the ring itself page-aligned; mmap gives that.
     void* mem = ::mmap(nullptr, count * sizeof(io_uring_buf), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
@@ -92,8 +98,18 @@ BufRing* Uring::add_buf_ring(uint16_t group, uint32_t count, uint32_t size, std:
         return nullptr;
     }
     br->ring_ = static_cast<io_uring_buf_ring*>(mem);
-    br->mem_.reset(new char[size_t(count) * size]);
-    br->slots_.reset(new BufRing::Slot[count]);
+    br->mem_.reset(new (std::nothrow) char[size_t(count) * size]);
+    br->slots_.reset(new (std::nothrow) BufRing::Slot[count]);
+    if (!br->mem_ || !br->slots_) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return nullptr;
+    }
+    try {
+        buf_rings_.reserve(buf_rings_.size() + 1);
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return nullptr;
+    }
     if ((ec = register_buf_ring(*br))) return nullptr;
     buf_rings_.push_back(std::move(br));
     return buf_rings_.back().get();
