@@ -554,6 +554,21 @@ struct DirectRecorder : Recorder {
     }
 };
 
+// Aborts every stream and runs the loop until they are all unregistered: streams are
+// aborted before they are destroyed, even when an assertion failed.
+struct AbortAll {
+    EventLoop& loop;
+    std::vector<std::unique_ptr<UringStream>>& streams;
+    ~AbortAll() {
+        for (auto& s : streams) s->abort();
+        EXPECT_TRUE(run_loop_until(loop, [&] {
+            for (auto& s : streams)
+                if (s->registered()) return false;
+            return true;
+        }));
+    }
+};
+
 std::string pattern(size_t n) {
     std::string s;
     for (int i = 0; s.size() < n; ++i) s += std::to_string(i) + ",";
@@ -720,19 +735,7 @@ TEST_P(UringStreamTest, PausingInAnOfferThenDecliningKeepsNoRingBuffer) {
     std::vector<std::pair<Fd, Fd>> pairs;
     std::vector<std::unique_ptr<PauseThenDecline>> recs;
     std::vector<std::unique_ptr<UringStream>> streams;
-    // Streams are aborted before they are destroyed, even when an assertion failed.
-    struct Teardown {
-        EventLoop& loop;
-        std::vector<std::unique_ptr<UringStream>>& streams;
-        ~Teardown() {
-            for (auto& s : streams) s->abort();
-            EXPECT_TRUE(run_loop_until(loop, [&] {
-                for (auto& s : streams)
-                    if (s->registered()) return false;
-                return true;
-            }));
-        }
-    } teardown{*loop, streams};
+    AbortAll teardown{*loop, streams};
     for (int i = 0; i < kStreams; ++i) {
         pairs.push_back(socket_pair());
         if (!send_all_at_once(pairs.back().second.get(), sent)) GTEST_SKIP() << "the socket buffer cannot hold 400 KiB";
@@ -867,18 +870,7 @@ TEST_P(UringStreamTest, InterleavedReceivesThroughARingRunDryKeepEachStreamsByte
     std::vector<std::unique_ptr<UringStream>> streams;
     std::vector<std::string> want;
     std::vector<size_t> sent(kStreams, 0);
-    struct Teardown {
-        EventLoop& loop;
-        std::vector<std::unique_ptr<UringStream>>& streams;
-        ~Teardown() {
-            for (auto& s : streams) s->abort();
-            EXPECT_TRUE(run_loop_until(loop, [&] {
-                for (auto& s : streams)
-                    if (s->registered()) return false;
-                return true;
-            }));
-        }
-    } teardown{*loop, streams};
+    AbortAll teardown{*loop, streams};
     for (int i = 0; i < kStreams; ++i) {
         pairs.push_back(socket_pair());
         if (i % 2) recs.push_back(std::make_unique<DirectRecorder>());
