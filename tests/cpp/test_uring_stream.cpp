@@ -62,6 +62,7 @@ protected:
 
     template <class Pred>
     bool run_until(Pred done, double limit = 5.0) { return run_loop_until(*loop, done, limit); }
+    void expect_every_buffer_back();
     void spin(int n = 5) {
         for (int i = 0; i < n; ++i) {
             TimerRef guard = loop->call_later(0.005, [] {});
@@ -586,6 +587,23 @@ bool send_all_at_once(int fd, const std::string& bytes) {
 
 }  // namespace
 
+// Every buffer of the ring is back: a new stream, twice, receives 900 KiB (several
+// times the ring) in full.
+void UringStreamTest::expect_every_buffer_back() {
+    for (int round = 0; round < 2; ++round) {
+        auto [a, b] = socket_pair();
+        DirectRecorder r2;
+        UringStream s2(*loop, a.get(), r2);
+        const std::string more = pattern(900 * 1024);
+        if (!send_all_at_once(b.get(), more)) GTEST_SKIP() << "the socket buffer cannot hold 900 KiB";
+        ASSERT_FALSE(s2.start_reading());
+        ASSERT_TRUE(run_until([&] { return r2.data.size() >= more.size(); }));
+        EXPECT_EQ(r2.data, more);
+        s2.abort();
+        ASSERT_TRUE(run_until([&] { return !s2.registered() && r2.holds == 0; }));
+    }
+}
+
 // A burst that fills several ring buffers in one wait is delivered as one read.
 TEST_P(UringStreamTest, ABurstIsDeliveredAsOneRead) {
     DirectRecorder r;
@@ -669,18 +687,7 @@ TEST_P(UringStreamTest, AbortInsideAJoinedDelivery) {
     EXPECT_EQ(s->undelivered(), 0u);
     s.reset();
     // Every buffer is back: another stream receives a full ring's worth.
-    for (int round = 0; round < 2; ++round) {
-        auto [a, b] = socket_pair();
-        DirectRecorder r2;
-        UringStream s2(*loop, a.get(), r2);
-        const std::string more = pattern(900 * 1024);
-        if (!send_all_at_once(b.get(), more)) GTEST_SKIP() << "the socket buffer cannot hold 900 KiB";
-        ASSERT_FALSE(s2.start_reading());
-        ASSERT_TRUE(run_until([&] { return r2.data.size() >= more.size(); }));
-        EXPECT_EQ(r2.data, more);
-        s2.abort();
-        ASSERT_TRUE(run_until([&] { return !s2.registered() && r2.holds == 0; }));
-    }
+    expect_every_buffer_back();
 }
 
 // Bytes a handler declines wait in the inbox while their receive has ended (here at
@@ -786,18 +793,7 @@ TEST_P(UringStreamTest, AbortingInAnOfferThenDecliningKeepsNothing) {
     EXPECT_EQ(r.data, "");
     EXPECT_EQ(s->undelivered(), 0u);
     // Every buffer is back (not only once the stream is gone).
-    for (int round = 0; round < 2; ++round) {
-        auto [a, b] = socket_pair();
-        DirectRecorder r2;
-        UringStream s2(*loop, a.get(), r2);
-        const std::string more = pattern(900 * 1024);
-        if (!send_all_at_once(b.get(), more)) GTEST_SKIP() << "the socket buffer cannot hold 900 KiB";
-        ASSERT_FALSE(s2.start_reading());
-        ASSERT_TRUE(run_until([&] { return r2.data.size() >= more.size(); }));
-        EXPECT_EQ(r2.data, more);
-        s2.abort();
-        ASSERT_TRUE(run_until([&] { return !s2.registered() && r2.holds == 0; }));
-    }
+    expect_every_buffer_back();
     s.reset();
 }
 
