@@ -35,14 +35,27 @@ def connect(loop, factory, family=socket.AF_INET, tmp_path=None):
     return tr, pr, peer
 
 
-def send_in_thread(peer, data):
-    """Sends `data` then EOF from a thread (the peer blocks while the loop reads)."""
+def send_in_thread(peer, data, tolerant=False):
+    """Sends `data` then EOF from a thread (the peer blocks while the loop reads).
+    `tolerant`: for a reader that goes away (the send may then fail)."""
     def body():
-        peer.sendall(data)
-        peer.shutdown(socket.SHUT_WR)
+        try:
+            peer.sendall(data)
+            peer.shutdown(socket.SHUT_WR)
+        except OSError:
+            if not tolerant:
+                raise
     t = threading.Thread(target=body)
     t.start()
     return t
+
+
+def finish(loop, t, tr, proto, peer):
+    """Joins the sender, closes the transport, waits for connection_lost, closes the peer."""
+    t.join()
+    tr.close()
+    run_until(loop, lambda: proto.lost)
+    peer.close()
 
 
 class Pausing(asyncio.Protocol):
@@ -95,10 +108,7 @@ def test_pause_inside_data_received_holds_the_rest_of_a_burst(loop, family, tmp_
             loop.run_until_complete(asyncio.sleep(0.002))
         assert pr.errors == []
     finally:
-        t.join()
-        tr.close()
-        run_until(loop, lambda: pr.lost)
-        peer.close()
+        finish(loop, t, tr, pr, peer)
 
 
 class Switching(asyncio.Protocol):
@@ -145,10 +155,7 @@ def test_set_protocol_inside_data_received_passes_the_rest_on(loop):
         assert bytes(first.data + after.data) == data
         assert first.data
     finally:
-        t.join()
-        tr.close()
-        run_until(loop, lambda: after.lost)
-        peer.close()
+        finish(loop, t, tr, after, peer)
 
 
 class Closing(asyncio.Protocol):
@@ -175,7 +182,7 @@ def test_close_inside_data_received_drops_the_rest_of_a_burst(loop, how):
     data = payload(SIZE, seed=5)
     tr, pr, peer = connect(loop, lambda: Closing(how))
     peer.settimeout(20)
-    t = send_in_thread_tolerant(peer, data)
+    t = send_in_thread(peer, data, tolerant=True)
     try:
         run_until(loop, lambda: pr.lost, timeout=20)
         for _ in range(3):
@@ -186,14 +193,3 @@ def test_close_inside_data_received_drops_the_rest_of_a_burst(loop, how):
         t.join()
 
 
-def send_in_thread_tolerant(peer, data):
-    """As send_in_thread, for a reader that goes away (the send may then fail)."""
-    def body():
-        try:
-            peer.sendall(data)
-            peer.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-    t = threading.Thread(target=body)
-    t.start()
-    return t
