@@ -361,6 +361,7 @@ private:
     static void recv_multishot_complete(UringOp*, Uring&, int, uint32_t) noexcept;
     std::error_code register_buf_ring(BufRing& br) noexcept;
     std::error_code submit_accept(AcceptOp& op) noexcept;
+    std::error_code arm_send(SendOp& op, int fd, ::iovec* iov, size_t iovcnt, int flags) noexcept;
     std::error_code submit_send(SendOp& op) noexcept;
 
     std::unique_ptr<::io_uring, RingDeleter> ring_;

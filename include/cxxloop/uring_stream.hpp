@@ -80,7 +80,7 @@ private:
         UringStream* s = nullptr;
         void on_send(int res) noexcept override;
     };
-    /// Received bytes waiting for delivery: at `data` in ring buffer `buf` (holding a
+    /// Received bytes waiting for delivery, at `data`: in ring buffer `buf` (holding a
     /// share of it), or (buf == -1) in `copy`, once copied out of the ring.
     struct Chunk {
         int buf = -1;
@@ -94,7 +94,6 @@ private:
     Uring* ring() noexcept { return loop_.closed() ? nullptr : uring_; }
     /// A send is in flight, or its result waits for delivery.
     bool sending() const noexcept { return send_.pending() || send_done_; }
-    const char* chunk_data(const Chunk& c) noexcept;
     void recycle(Chunk& c) noexcept;
     void drop_inbox() noexcept;
     void copy_inbox() noexcept;

@@ -73,8 +73,6 @@ UringStream::~UringStream() {
 
 // --- the received bytes --------------------------------------------------------------
 
-const char* UringStream::chunk_data(const Chunk& c) noexcept { return c.buf >= 0 ? c.data : c.copy.get(); }
-
 void UringStream::recycle(Chunk& c) noexcept {
     // Once the engine is closed its buffer ring is gone with it.
     if (c.buf >= 0 && ring()) bufs_->release(c.buf);
@@ -102,6 +100,7 @@ void UringStream::copy_inbox() noexcept {
         std::memcpy(copy.get(), c.data + c.off, n);
         recycle(c);
         c.copy = std::move(copy);
+        c.data = c.copy.get();
         c.off = 0;
         c.len = n;
     }
@@ -417,7 +416,7 @@ UringStream::Step UringStream::deliver_whole() noexcept {
         for (size_t i = 0; i < count; ++i) {
             parts[i] = std::move(inbox_.front());
             inbox_.pop_front();
-            iov[i] = {const_cast<char*>(chunk_data(parts[i])), parts[i].len};
+            iov[i] = {const_cast<char*>(parts[i].data), parts[i].len};
         }
         const bool taken = handler_.on_bytes_parts(iov, count, total);
         if (taken) {
@@ -429,7 +428,7 @@ UringStream::Step UringStream::deliver_whole() noexcept {
     }
     Chunk c = std::move(inbox_.front());
     inbox_.pop_front();
-    if (handler_.on_bytes(chunk_data(c), c.len)) {
+    if (handler_.on_bytes(c.data, c.len)) {
         recycle(c);
         return handler_.proceed() ? Step::next : Step::abort;
     }
@@ -460,7 +459,7 @@ UringStream::Step UringStream::deliver_copied() noexcept {
     while (took < buf.size() && !inbox_.empty()) {
         Chunk& c = inbox_.front();
         const size_t take = std::min(buf.size() - took, c.len - c.off);
-        std::memcpy(buf.data() + took, chunk_data(c) + c.off, take);
+        std::memcpy(buf.data() + took, c.data + c.off, take);
         took += take;
         c.off += take;
         if (c.off == c.len) {

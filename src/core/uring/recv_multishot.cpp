@@ -43,10 +43,14 @@ void BufRing::offer(int id) noexcept {
 
 char* BufRing::take(int id, uint32_t len, bool kernel_keeps) noexcept {
     Slot& s = slots_[id];
-    char* at = buffer(id) + (incremental_ ? s.next : 0);
-    s.next += len;
     ++s.shares;
-    if (!incremental_ || !kernel_keeps) s.kernel = false;
+    if (!incremental_) {
+        s.kernel = false;
+        return buffer(id);
+    }
+    char* at = buffer(id) + s.next;
+    s.next += len;
+    if (!kernel_keeps) s.kernel = false;
     return at;
 }
 

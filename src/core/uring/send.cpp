@@ -9,22 +9,20 @@ namespace cxxloop {
 
 std::error_code Uring::send(SendOp& op, int fd, iovec* iov, size_t iovcnt, int flags) {
     if (auto ec = check_start(op)) return ec;
-    op.msg_ = msghdr{};
-    op.msg_.msg_iov = iov;
-    op.msg_.msg_iovlen = iovcnt;
-    op.sent_ = 0;
-    op.fd_ = fd;
-    op.flags_ = flags | MSG_NOSIGNAL;
-    op.completions_ = 0;
-    return submit_send(op);
+    return arm_send(op, fd, iov, iovcnt, flags);
 }
 
 std::error_code Uring::send(SendOp& op, int fd, std::span<const char> data, int flags) {
     if (auto ec = check_start(op)) return ec;
     op.one_ = iovec{const_cast<char*>(data.data()), data.size()};
+    return arm_send(op, fd, &op.one_, 1, flags);
+}
+
+// Both forms after check_start(): the op's message and counters, then the entry.
+std::error_code Uring::arm_send(SendOp& op, int fd, iovec* iov, size_t iovcnt, int flags) noexcept {
     op.msg_ = msghdr{};
-    op.msg_.msg_iov = &op.one_;
-    op.msg_.msg_iovlen = 1;
+    op.msg_.msg_iov = iov;
+    op.msg_.msg_iovlen = iovcnt;
     op.sent_ = 0;
     op.fd_ = fd;
     op.flags_ = flags | MSG_NOSIGNAL;
