@@ -177,7 +177,7 @@ bool init_window_type() {
 // incoming.write(bytes [p, p + n)) through the protocol's Window; 1 done, 0 when the
 // Window cannot be used (the caller makes a memoryview), -1 on error.
 int bio_write_window(PyTLS* t, char* p, Py_ssize_t n) {
-    if (!g.bio_write || !Py_IS_TYPE(t->incoming, g.bio_type)) return 0;
+    if (!t->incoming || !g.bio_write || !Py_IS_TYPE(t->incoming, g.bio_type)) return 0;  // Null: bio_write() reports it.
     if (!t->window) {
         t->window = PyType_GenericAlloc(g_window_type, 0);
         if (!t->window) return -1;

@@ -1129,3 +1129,24 @@ def test_tls_max_size_changed_on_asyncio_class_after_reads(loop):
     finally:
         base.max_size = old
         close_server(loop, server)
+
+
+def test_tls_buffer_updated_with_the_incoming_bio_deleted(loop):
+    # `del proto._incoming` leaves the BIO attribute unset: buffer_updated() raises
+    # AttributeError, as asyncio's does, and the connection still closes cleanly.
+    srv = Registry()
+    server = tls_server(loop, srv.factory(loop))
+    pr = RecordingProtocol(loop)
+    try:
+        tr = tls_connect(loop, server, pr)
+        proto = tr._ssl_protocol
+        proto.get_buffer(-1)
+        incoming = proto._incoming
+        del proto._incoming
+        with pytest.raises(AttributeError):
+            proto.buffer_updated(10)
+        proto._incoming = incoming
+        tr.close()
+        run_until(loop, lambda: pr.lost and srv[0].lost)
+    finally:
+        close_server(loop, server)
