@@ -978,13 +978,13 @@ bool native_ok(PyObject* self, PyObject* sock) {
 }
 
 // Whether SocketFields reads what fileno() and gettimeout() say, on a socket in each
-// timeout mode (sets g_socket_fields). False only with an error set.
-bool check_socket_fields() {
+// timeout mode: sets g_socket_fields (false keeps the method calls). Never fails.
+void check_socket_fields() {
     g_socket_fields = false;
     PyObject* sock = PyObject_CallNoArgs(g_socket_type);
     if (!sock) {
         PyErr_Clear();  // No socket to look at: keep the method calls.
-        return true;
+        return;
     }
     bool agree = Py_TYPE(sock)->tp_basicsize >= Py_ssize_t(sizeof(SocketFields));
     const SocketFields* f = reinterpret_cast<SocketFields*>(sock);
@@ -1015,7 +1015,6 @@ bool check_socket_fields() {
     Py_DECREF(sock);
     if (PyErr_Occurred()) PyErr_Clear();
     g_socket_fields = agree;
-    return true;
 }
 
 PyObject* new_op(Kind kind, PyObject* self, PyObject* sock, PyObject* arg, PyObject* arg2 = nullptr) {
@@ -1130,7 +1129,7 @@ PyObject* sock_methods(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_XDECREF(csocket);
     Py_XDECREF(base_events);
     if (!ok) return nullptr;
-    if (!check_socket_fields()) return nullptr;
+    check_socket_fields();
 
     static PyMethodDef defs[] = {
         {"sock_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(loop_sock_recv)),

@@ -435,12 +435,18 @@ int set_max_size_attr(PyObject* self, PyObject* value, void*) {
 
 // --- flow control ---------------------------------------------------------------------------
 
+// The app's writes crossed a water mark: above the high one while not paused, or at
+// or below the low one while paused (asyncio's _control_app_writing).
+inline bool app_writing_mark_crossed(const PyTLS* t, double size) {
+    return (size >= t->out_high.value && !t->app_writing_paused) ||
+           (size <= t->out_low.value && t->app_writing_paused);
+}
+
 int control_app_writing(PyTLS* t) {
     Py_ssize_t pending = bio_pending(t->outgoing);
     if (pending < 0) return -1;
     double size = double(pending + t->write_buffer_size);
-    if ((size >= t->out_high.value && !t->app_writing_paused) ||
-        (size <= t->out_low.value && t->app_writing_paused))
+    if (app_writing_mark_crossed(t, size))
         return run_py(g.py_control_app_writing, reinterpret_cast<PyObject*>(t));
     return 0;
 }
@@ -467,8 +473,7 @@ int process_outgoing(PyTLS* t, bool filled = false) {
             if (pending < 0) return -1;
             if (pending == 0) {
                 double size = double(t->write_buffer_size);
-                if ((size >= t->out_high.value && !t->app_writing_paused) ||
-                    (size <= t->out_low.value && t->app_writing_paused))
+                if (app_writing_mark_crossed(t, size))
                     return control_app_writing(t);
                 return 0;
             }
@@ -491,8 +496,7 @@ int process_outgoing(PyTLS* t, bool filled = false) {
         // The outgoing BIO was just emptied (transport.write does not write to it),
         // so only the backlog counts: the stdlib's check runs only if it would act.
         double size = double(t->write_buffer_size);
-        if ((size >= t->out_high.value && !t->app_writing_paused) ||
-            (size <= t->out_low.value && t->app_writing_paused))
+        if (app_writing_mark_crossed(t, size))
             return control_app_writing(t);
         return 0;
     }
